@@ -1,0 +1,3 @@
+from bulk_detach.cli import main
+
+main()

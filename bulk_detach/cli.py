@@ -243,6 +243,8 @@ async def _drive(
             concurrency=opts.concurrency,
             max_failures=opts.max_failures,
             dry_run=opts.dry_run,
+            on_sent=results.mark_sent,
+            in_doubt=kept.in_doubt,
         )
         try:
             async with progress.shown(state, total, throttle, sys.stderr, sys.stderr.isatty()):

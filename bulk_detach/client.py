@@ -39,9 +39,15 @@ _MESSAGE_LIMIT = 300
 
 
 class Detacher(Protocol):
-    """What the pipeline needs from a client: one number in, one answer out."""
+    """What the pipeline needs from a client: one number in, one answer out.
 
-    async def detach(self, e164: str) -> Answer: ...
+    ``in_doubt``: an earlier run may already have sent this number.
+    ``on_sent``: called once, just before the first request goes out.
+    """
+
+    async def detach(
+        self, e164: str, *, in_doubt: bool = False, on_sent: Callable[[], None] | None = None
+    ) -> Answer: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +76,7 @@ class _Attempt:
 class _Tally:
     attempts: int = 0
     maybe_applied: bool = False
+    on_sent: Callable[[], None] | None = None
 
 
 def _clean(text: str) -> str:
@@ -138,8 +145,10 @@ class HttpDetacher:
         self._rand = rand
         self._sleep = sleep or self._sleep_unless_stopping
 
-    async def detach(self, e164: str) -> Answer:
-        tally = _Tally()
+    async def detach(
+        self, e164: str, *, in_doubt: bool = False, on_sent: Callable[[], None] | None = None
+    ) -> Answer:
+        tally = _Tally(maybe_applied=in_doubt, on_sent=on_sent)
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._policy.retries + 1),
             wait=lambda rs: self._policy.backoff(
@@ -167,6 +176,8 @@ class HttpDetacher:
             await self._throttle.acquire()
             if self._stopping.is_set():
                 return _Attempt(stopped=True)
+        if tally.attempts == 0 and tally.on_sent is not None:
+            tally.on_sent()
         tally.attempts += 1
         headers = {"Authorization": self._tokens.token()}
         payload = json.dumps({"phoneNumber": e164}).encode()
@@ -226,7 +237,7 @@ class HttpDetacher:
                 now = await self._lookup(e164)
                 message = (
                     "may have been detached by this run (an earlier attempt may have reached "
-                    f"the server); gateway ids unknown; {now}"
+                    f"the server before this one); gateway ids unknown; {now}"
                 )
                 return Answer(kind, uncertain=True, message=message, **common)
             return Answer(kind, message=last.message, **common)

@@ -120,6 +120,13 @@ class InputFile:
 
 def open_input(path: str, column: str | None = None, sheet: str | None = None) -> InputFile:
     """Open ``path`` (``-`` for stdin) and work out its layout; nothing is sent yet."""
+    opened = _open(path, column, sheet)
+    if next(opened.cells(), None) is None:
+        raise InputError(f"{opened.name} has no data rows (only a header)")
+    return opened
+
+
+def _open(path: str, column: str | None, sheet: str | None) -> InputFile:
     if path == "-":
         data = sys.stdin.buffer.read()
         return _open_text(path, lambda: io.BytesIO(data), ",", column)
@@ -235,7 +242,7 @@ def _open_excel(path: Path, column: str | None, sheet: str | None) -> InputFile:
         data = path.read_bytes()
         frame = pd.read_excel(
             io.BytesIO(data), sheet_name=sheet if sheet is not None else 0,
-            header=None, dtype=object, engine="calamine",
+            header=None, dtype=object, engine="calamine", na_filter=False,
         )  # fmt: skip
     except (ValueError, KeyError) as e:
         if sheet is not None and "not found" in str(e).lower():

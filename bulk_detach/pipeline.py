@@ -8,6 +8,7 @@ exception escapes: each input row gets exactly one outcome.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -54,6 +55,8 @@ class Pipeline:
         sink: Callable[[Outcome], None],
         state: RunState,
         *,
+        on_sent: Callable[[int], None] | None = None,
+        in_doubt: frozenset[int] | set[int] = frozenset(),
         concurrency: int = 8,
         max_failures: int | None = None,
         dry_run: bool = False,
@@ -65,6 +68,8 @@ class Pipeline:
         self._max_failures = max_failures
         self._dry_run = dry_run
         self._failures = 0
+        self._on_sent = on_sent
+        self._in_doubt = in_doubt
 
     async def run(self, records: Iterable[Record], skip_rows: frozenset[int] | set[int] = frozenset()) -> None:
         queue: asyncio.Queue[Record | None] = asyncio.Queue(maxsize=self._concurrency * 2)
@@ -112,7 +117,11 @@ class Pipeline:
                 continue
             self._state.in_flight += 1
             try:
-                answer = await self._detacher.detach(record.phone_number)
+                answer = await self._detacher.detach(
+                    record.phone_number,
+                    in_doubt=record.row in self._in_doubt,
+                    on_sent=self._on_sent and functools.partial(self._on_sent, record.row),
+                )
             except Exception as e:  # a bug must cost one row, not the run
                 log.exception("internal error", phone_number=record.phone_number, row=record.row)
                 answer = Answer(OutcomeKind.FAILED, message=f"internal error: {type(e).__name__}: {e}")

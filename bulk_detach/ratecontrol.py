@@ -5,6 +5,12 @@ VideoSDK documents no rate limit, so the permitted rate starts unlimited; the
 first 429 sets it just under what the server accepted, and it then creeps back
 up (fast while well under the last known ceiling, slowly past it), so a run
 settles near the account's limit instead of storming or oscillating.
+
+Not every 429 is about our rate: a server may throttle a share of requests
+whatever we do. Such background 429s are still honoured (everyone pauses), but
+they must not ratchet the rate down forever: when slowing down did not make
+the share of 429s fall, that share is taken as background noise and the rate
+goes back to where it was.
 """
 
 from __future__ import annotations
@@ -29,6 +35,11 @@ class Throttle:
 
     __slots__ = (
         "_accepted",
+        "_check_at",
+        "_first_answer",
+        "_noise",
+        "_share_at_decrease",
+        "_throttled",
         "_cap",
         "_ceiling",
         "_clock",
@@ -59,6 +70,11 @@ class Throttle:
         self._last_decrease = -math.inf
         self._last_grow = self._clock()
         self._accepted: deque[float] = deque()
+        self._throttled: deque[float] = deque()
+        self._noise = 0.0  # share of 429s that slowing down did not remove
+        self._share_at_decrease = 0.0
+        self._check_at = math.inf
+        self._first_answer = math.inf
 
     @property
     def permitted_rate(self) -> float | None:
@@ -85,14 +101,33 @@ class Throttle:
         if self._cap is not None:
             await self._cap.acquire()
 
+    def _accepted_rate(self, now: float) -> float:
+        """Answers/s the server accepted lately (over less than WINDOW at the start)."""
+        span = min(WINDOW, now - self._first_answer)
+        return len(self._accepted) / max(span, 0.05)
+
+    def _share(self, now: float) -> float:
+        """Share of answers in the last WINDOW that were 429s."""
+        for q in (self._accepted, self._throttled):
+            while q and q[0] < now - WINDOW:
+                q.popleft()
+        total = len(self._accepted) + len(self._throttled)
+        return len(self._throttled) / total if total else 0.0
+
     def on_accepted(self) -> None:
         """An answer that was not a 429: the server had room for it."""
         now = self._clock()
+        self._first_answer = min(self._first_answer, now)
         self._accepted.append(now)
-        while self._accepted and self._accepted[0] < now - WINDOW:
-            self._accepted.popleft()
+        share = self._share(now)
         if self._rate is None:
             return
+        if now >= self._check_at:
+            self._check_at = math.inf
+            if share >= 0.6 * self._share_at_decrease:
+                # Slowing down did not help: background 429s. Undo the decrease.
+                self._noise = share
+                self._rate = self._ceiling
         dt = now - self._last_grow
         if dt < 0.05:
             return
@@ -104,24 +139,33 @@ class Throttle:
             self._rate += max(PROBE * self._rate, 1.0) * dt
         # Do not let the rate run far ahead of what is really being sent
         # (latency-bound), or the first 429 would come after a huge burst.
-        self._rate = min(self._rate, max(2.0 * len(self._accepted) / WINDOW, MIN_RATE * 2))
+        self._rate = min(self._rate, max(2.0 * self._accepted_rate(now), MIN_RATE * 2))
 
     def on_throttled(self, retry_after: float | None) -> None:
         """A 429: pause everyone, and lower the rate once per congestion event."""
         now = self._clock()
+        self._first_answer = min(self._first_answer, now)
+        self._throttled.append(now)
+        share = self._share(now)
         pause = DEFAULT_PAUSE if retry_after is None else retry_after
         self._paused_until = max(self._paused_until, now + pause)
         # Answers to requests sent before the pause belong to the same event.
-        if now - self._last_decrease < max(pause, WINDOW):
-            return
+        if now - self._last_decrease < max(pause, WINDOW) or self._check_at != math.inf:
+            return  # the last decrease is still being judged
+        if self._noise and share <= 1.5 * self._noise:
+            return  # no more 429s than the server's background share
         self._last_decrease = now
-        accepted = sum(1 for t in self._accepted if t >= now - WINDOW) / WINDOW
+        self._share_at_decrease = share
+        self._check_at = self._paused_until + 2 * WINDOW
+        accepted = self._accepted_rate(now)
         if self._rate is None:
             if accepted < 1:
                 return  # nothing accepted yet to learn a rate from: the pause alone
             base = accepted
         else:
-            base = min(self._rate, max(accepted, MIN_RATE))
+            # Not the accepted rate: it is measured over a window that may
+            # hold the pause itself. The pacing rate is what was being sent.
+            base = self._rate
         self._ceiling = max(base, MIN_RATE)
         self._rate = max(MIN_RATE, base * DECREASE)
         self._next_slot = self._paused_until

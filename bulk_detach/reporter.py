@@ -6,8 +6,13 @@ an fsync every so often, so a hard kill loses at most the numbers in flight.
 At the end the lines are rewritten in input order into a temporary file that
 replaces the results file in one rename: no reader sees a half-written file.
 
-Beside it, ``<results>.run.json`` records which input and settings the file
-belongs to, and is the lock that keeps two runs off the same results file.
+Beside it, ``<results>.run`` is the run's own journal and its lock: its first
+line records which input and settings the results file belongs to; each
+further line is the row number of a number whose first request went out. A
+number sent but without an outcome when the run died may have been detached
+by it: ``--resume`` flags it ``uncertain`` if it then answers 400. The file is
+flock'ed for the run, so two runs never write the same results file, and a
+lock left by a killed process is released by the kernel with it.
 """
 
 from __future__ import annotations
@@ -89,10 +94,11 @@ class RunRecord:
 
 @dataclass(slots=True)
 class Kept:
-    """Rows of an earlier run that reached a final outcome."""
+    """What an earlier run left: rows with a final outcome, and rows in doubt."""
 
     rows: set[int] = field(default_factory=set)
     counts: Counter[OutcomeKind] = field(default_factory=Counter)
+    in_doubt: set[int] = field(default_factory=set)  # sent, no final outcome
 
 
 class ResultsFile:
@@ -100,7 +106,7 @@ class ResultsFile:
 
     def __init__(self, path: Path, redact: Callable[[str], str] = str) -> None:
         self.path = path
-        self.run_path = path.with_name(path.name + ".run.json")
+        self.run_path = path.with_name(path.name + ".run")
         self._redact = redact
         self._lock: IO[str] | None = None
         self._out: IO[bytes] | None = None
@@ -109,6 +115,7 @@ class ResultsFile:
         self._written = 0
         self._last_sync = time.monotonic()
         self._unsynced = 0
+        self._doubt: set[int] = set()  # sent by a run, still without a final outcome
         self._buf = io.StringIO()
         self._csv = csv.writer(self._buf, lineterminator="\n")
 
@@ -121,7 +128,7 @@ class ResultsFile:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            owner = _read_json(handle.read()).get("pid", "?")
+            owner = _read_json(handle.readline()).get("pid", "?")
             handle.close()
             raise ResultsFileError(
                 f"{self.path} is being written by another run (pid {owner}); nothing was sent"
@@ -140,18 +147,28 @@ class ResultsFile:
             )
         if exists and resume:
             self._lock.seek(0)
-            previous = _read_json(self._lock.read())
+            previous = _read_json(self._lock.readline())
             _check_same_run(self.path, previous, record)
+            sent = {int(line) for line in self._lock if line.strip().isdigit()}
             kept = self._carry_over()
+            kept.in_doubt = sent - kept.rows
+            self._doubt = set(kept.in_doubt)
         else:
             self._open_fresh()
         self._lock.seek(0)
         self._lock.truncate()
-        json.dump(record.to_json(), self._lock, indent=2)
-        self._lock.write("\n")
+        self._lock.write(json.dumps(record.to_json()) + "\n")
+        # Rows still in doubt stay so after this run too, until they settle.
+        self._lock.writelines(f"{row}\n" for row in sorted(kept.in_doubt))
         self._lock.flush()
         os.fsync(self._lock.fileno())
         return kept
+
+    def mark_sent(self, row: int) -> None:
+        """The first request for ``row`` is about to go out."""
+        assert self._lock is not None
+        self._lock.write(f"{row}\n")
+        self._lock.flush()
 
     def _open_fresh(self) -> None:
         tmp = self._tmp_path()
@@ -205,6 +222,11 @@ class ResultsFile:
     # -- during the run -------------------------------------------------------
     def write(self, outcome: Outcome) -> None:
         assert self._out is not None
+        row = outcome.record.row
+        if outcome.kind.is_final:
+            self._doubt.discard(row)
+        elif outcome.answer.attempts:
+            self._doubt.add(row)
         self._append_line(self._out, outcome.record.row, self._line(result_cells(outcome, self._redact)))
         # flush() hands the line to the OS (survives a kill of this process);
         # fsync, which also survives a power cut, is batched.
@@ -217,6 +239,8 @@ class ResultsFile:
         if self._out is not None and self._unsynced:
             self._out.flush()
             os.fsync(self._out.fileno())
+            if self._lock is not None:
+                os.fsync(self._lock.fileno())
         self._unsynced = 0
         self._last_sync = time.monotonic()
 
@@ -254,7 +278,20 @@ class ResultsFile:
             os.fsync(out.fileno())
         os.replace(tmp, self.path)
         _fsync_dir(self.path)
+        self._compact_run_file()
         self.release()
+
+    def _compact_run_file(self) -> None:
+        """Keep the run record and only the rows still in doubt."""
+        assert self._lock is not None
+        self._lock.seek(0)
+        record = self._lock.readline()
+        self._lock.seek(0)
+        self._lock.truncate()
+        self._lock.write(record)
+        self._lock.writelines(f"{row}\n" for row in sorted(self._doubt))
+        self._lock.flush()
+        os.fsync(self._lock.fileno())
 
     def release(self) -> None:
         """Drop the lock (the kernel does it too if the process dies)."""

@@ -82,6 +82,8 @@ def main() -> None:
         # Spreadsheets store digit-only numbers as numbers: keep that mess.
         value: object = int(cell) if cell.isdigit() and len(cell) > 8 else cell
         ws.append([name, value, site, notes])
+        if isinstance(value, str) and value.startswith("="):
+            ws.cell(ws.max_row, 2).data_type = "s"  # typed text, not a formula
     wb.save(HERE / "numbers.xlsx")
     print(f"{len(rows)} rows; inventory {len(attached) + len(idle)} numbers")
 

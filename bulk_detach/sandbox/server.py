@@ -47,6 +47,8 @@ class Faults:
     drop_rate: float = 0.0  # share applied, then the connection is dropped unanswered
     hang_rate: float = 0.0  # share that wait hang_s before being handled
     hang_s: float = 60.0
+    throttle_rate: float = 0.0  # share answered 429 at random, whatever the rate
+    retry_after_s: float = 1.0  # Retry-After sent with a random 429
     reject_after: int | None = None  # after this many detach requests, answer 401
     seed: int | None = None
 
@@ -237,10 +239,11 @@ class Sandbox:
             return 0.0
         return (1.0 - self._tokens) / rate
 
-    def _record(self, e164: str, status: int | None, applied: bool, fault: str = "") -> None:
+    def _record(self, seq: int, e164: str, status: int | None, applied: bool, fault: str = "") -> None:
+        """Log one detach request; ``seq`` is its order of arrival."""
         self.statuses[str(status) if status is not None else "dropped"] += 1
         if self.keep_log:
-            self.log.append(LoggedRequest(len(self.log) + 1, e164, status, applied, fault))
+            self.log.append(LoggedRequest(seq, e164, status, applied, fault))
 
     async def _detach(self, request: web.Request) -> web.StreamResponse:
         self.detach_requests += 1
@@ -252,27 +255,33 @@ class Sandbox:
             body = await request.json()
         except (ValueError, UnicodeDecodeError):
             body = None
+        except ConnectionError:  # the client went away mid-request
+            return web.Response(status=499)
         e164 = body.get("phoneNumber") if isinstance(body, dict) else None
         e164 = e164 if isinstance(e164, str) else ""
         problem = self._auth_problem(request)
         if problem is None and f.reject_after is not None and seq > f.reject_after:
             problem = (401, "API key revoked")
         if problem is not None:
-            self._record(e164, problem[0], False, "auth")
+            self._record(seq, e164, problem[0], False, "auth")
             return self._error(*problem)
         wait = self._take_token()
         if wait:
-            self._record(e164, 429, False, "rate")
+            self._record(seq, e164, 429, False, "rate")
             return self._error(429, "Too many requests", **{"Retry-After": str(max(1, math.ceil(wait)))})
         draw = self._rng.random()
+        if draw < f.throttle_rate:
+            self._record(seq, e164, 429, False, "throttle")
+            return self._error(429, "Too many requests", **{"Retry-After": f"{f.retry_after_s:g}"})
+        draw -= f.throttle_rate
         if draw < f.error_rate:
             status = self._rng.choice((500, 502, 503))
-            self._record(e164, status, False, "error")
+            self._record(seq, e164, status, False, "error")
             return self._error(status, "Internal error, please retry")
         draw -= f.error_rate
         if draw < f.drop_rate:
             applied = self._apply(e164)[0] == 200
-            self._record(e164, None, applied, "drop")
+            self._record(seq, e164, None, applied, "drop")
             if request.transport is not None:
                 request.transport.abort()
             raise asyncio.CancelledError  # nothing more to write: the peer is gone
@@ -282,10 +291,10 @@ class Sandbox:
             fault = "hang"
             await asyncio.sleep(f.hang_s)
         if not e164:
-            self._record(e164, 400, False, fault)
+            self._record(seq, e164, 400, False, fault)
             return self._error(400, "phoneNumber is required")
         status, payload = self._apply(e164)
-        self._record(e164, status, status == 200, fault)
+        self._record(seq, e164, status, status == 200, fault)
         if status != 200:
             return self._error(status, payload["message"])
         return web.json_response(payload, headers={"x-request-id": _request_id()})

@@ -1,0 +1,237 @@
+"""Faults, kills, signals and guards: no row lost, nothing applied twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from bulk_detach.sandbox import generate_inventory, generated_number
+from conftest import (
+    LiveSandbox,
+    assert_matches_sandbox,
+    read_results,
+    run_cli,
+    spawn_cli,
+)
+
+FINAL = {"detached", "not_attached", "not_found"}
+
+
+def _write_list(path: Path, n: int, start: int = 0) -> list[str]:
+    numbers = [generated_number(start + i) for i in range(n)]
+    path.write_text("phone\n" + "\n".join(numbers) + "\n")
+    return numbers
+
+
+def _wait_until(condition: Callable[[], bool], limit_s: float = 30.0) -> None:
+    """Poll a condition on another process's progress, bounded in time."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"condition not reached in {limit_s} s")
+
+
+def _wait_for_rows(path: Path, at_least: int) -> None:
+    _wait_until(lambda: path.exists() and path.read_bytes().count(b"\n") > at_least)
+
+
+def _assert_sent_once_enough(sb: LiveSandbox) -> None:
+    """No request for a number after the server gave it a final answer,
+    and no number detached twice.
+
+    A hung request's answer came after the client had given up on it (its
+    timeout is shorter than the hang), so it is no answer the client saw.
+    """
+    by_number: dict[str, list[tuple[int, int | None, bool, str]]] = defaultdict(list)
+    for r in sorted(sb.thread.call(lambda: list(sb.server.log)), key=lambda r: r.seq):
+        by_number[r.phone_number].append((r.seq, r.status, r.applied, r.fault))
+    for number, requests in by_number.items():
+        assert sum(applied for _, _, applied, _ in requests) <= 1, number
+        finals = [i for i, (_, status, _, fault) in enumerate(requests)
+                  if status in (200, 400, 404) and fault != "hang"]  # fmt: skip
+        if finals:
+            assert finals[0] == len(requests) - 1, (number, requests)
+
+
+def test_fault_mix_every_row_matches_ground_truth(start_sandbox, tmp_path: Path) -> None:
+    n = 1200
+    sb = start_sandbox(
+        generate_inventory(n, attached_share=0.9, seed=5),
+        error_rate=0.10, throttle_rate=0.05, retry_after_s=0.02, drop_rate=0.03,
+        hang_rate=0.003, hang_s=3.0, seed=11,
+    )  # fmt: skip
+    _write_list(tmp_path / "l.csv", n)
+    started = time.monotonic()
+    p = run_cli("run", "l.csv", "--base-url", sb.url, "--concurrency", "16", "--timeout", "1",
+                "--retries", "8", cwd=tmp_path)  # fmt: skip
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert time.monotonic() - started < 60
+    rows = read_results(tmp_path / "l.results.csv")
+    assert len(rows) == n and {r["outcome"] for r in rows} <= FINAL
+    assert_matches_sandbox(rows, sb)
+    _assert_sent_once_enough(sb)
+    by_number = {r["phone_number"]: r for r in rows}
+    log = sb.thread.call(lambda: list(sb.server.log))
+    dropped = {r.phone_number for r in log if r.fault == "drop" and r.applied}
+    assert dropped, "the mix should have dropped some connections after applying"
+    for number in dropped:
+        row = by_number[number]
+        assert row["outcome"] == "detached" or row["uncertain"] == "true", row
+        if row["uncertain"] == "true":
+            assert "lookup now: inbound none, outbound none" in row["message"]
+    assert any(int(r["attempts"]) > 1 for r in rows)
+
+
+def test_sigkill_then_resume_completes_without_resending(start_sandbox, tmp_path: Path) -> None:
+    n = 600
+    sb = start_sandbox(generate_inventory(n), latency_ms=20)
+    _write_list(tmp_path / "l.csv", n)
+    proc = spawn_cli("run", "l.csv", "--base-url", sb.url, "--concurrency", "4", cwd=tmp_path)
+    _wait_for_rows(tmp_path / "l.results.csv", 100)
+    proc.kill()
+    proc.wait(timeout=10)
+    killed = read_results(tmp_path / "l.results.csv")
+    assert 100 <= len(killed) < n
+    assert all(r["outcome"] == "detached" for r in killed)  # every line written is whole
+    sent_before = len(sb.log())
+
+    p = run_cli("run", "l.csv", "--base-url", sb.url, "--resume", "--concurrency", "4", cwd=tmp_path)
+    assert p.returncode == 0, p.stdout + p.stderr
+    rows = read_results(tmp_path / "l.results.csv")
+    assert [int(r["row"]) for r in rows] == list(range(2, n + 2))  # every row exactly once, in order
+    assert_matches_sandbox(rows, sb)
+    # The resumed run sent only what had no outcome yet ...
+    assert len(sb.log()) - sent_before == n - len(killed)
+    # ... so the only numbers sent twice are the ones in flight at the kill,
+    # whose answers died with the process; they are reported uncertain.
+    counts = Counter(e for e, _, _ in sb.log())
+    twice = {e for e, c in counts.items() if c > 1}
+    assert len(twice) <= 4 and max(counts.values()) <= 2
+    assert all(r["uncertain"] == "true" for r in rows if r["phone_number"] in twice)
+    assert {r["row"]: r for r in rows if r["row"] in {k["row"] for k in killed}} == {
+        k["row"]: k for k in killed
+    }  # kept rows carried over untouched
+    assert not (tmp_path / "l.results.csv.run").read_text().splitlines()[1:]  # nothing left in doubt
+
+
+def test_sigterm_finishes_in_flight_then_resume_finishes(start_sandbox, tmp_path: Path) -> None:
+    n = 2000
+    sb = start_sandbox(generate_inventory(n), latency_ms=30)
+    _write_list(tmp_path / "l.csv", n)
+    proc = spawn_cli("run", "l.csv", "--base-url", sb.url, "--concurrency", "8", cwd=tmp_path)
+    _wait_for_rows(tmp_path / "l.results.csv", 50)
+    sent_at_signal = len(sb.log())
+    signalled = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    stop_seconds = time.monotonic() - signalled
+    assert proc.returncode == 143, err
+    assert stop_seconds < 5
+    rows = read_results(tmp_path / "l.results.csv")
+    assert [int(r["row"]) for r in rows] == list(range(2, n + 2))
+    counts = {o: sum(r["outcome"] == o for r in rows) for o in ("detached", "skipped")}
+    assert counts["skipped"] > 0 and counts["detached"] + counts["skipped"] == n
+    # Only the requests already in flight went out after the signal.
+    assert len(sb.log()) - sent_at_signal <= 8 + 8
+    assert_matches_sandbox(rows, sb)
+    assert "interrupted" in out and "--resume" in out
+
+    p = run_cli("run", "l.csv", "--base-url", sb.url, "--resume", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    rows = read_results(tmp_path / "l.results.csv")
+    assert all(r["outcome"] == "detached" for r in rows) and len(rows) == n
+    _assert_sent_once_enough(sb)
+
+
+def test_existing_results_file_is_not_overwritten(start_sandbox, tmp_path: Path) -> None:
+    sb = start_sandbox()
+    _write_list(tmp_path / "l.csv", 3)
+    assert run_cli("run", "l.csv", "--base-url", sb.url, cwd=tmp_path).returncode == 0
+    before = (tmp_path / "l.results.csv").read_bytes()
+    p = run_cli("run", "l.csv", "--base-url", sb.url, cwd=tmp_path)
+    assert p.returncode == 2 and "--resume" in p.stderr and "--force" in p.stderr
+    assert (tmp_path / "l.results.csv").read_bytes() == before
+    assert len(sb.log()) == 3
+    p = run_cli("run", "l.csv", "--base-url", sb.url, "--force", cwd=tmp_path)
+    assert p.returncode == 0
+    assert [r["outcome"] for r in read_results(tmp_path / "l.results.csv")] == ["not_attached"] * 3
+
+
+def test_overlapping_run_is_refused_and_stale_lock_ignored(start_sandbox, tmp_path: Path) -> None:
+    n = 400
+    sb = start_sandbox(generate_inventory(n), latency_ms=25)
+    _write_list(tmp_path / "l.csv", n)
+    first = spawn_cli("run", "l.csv", "--base-url", sb.url, "--concurrency", "2", cwd=tmp_path)
+    _wait_for_rows(tmp_path / "l.results.csv", 5)
+    p = run_cli("run", "l.csv", "--base-url", sb.url, "--resume", cwd=tmp_path)
+    assert p.returncode == 2 and "another run" in p.stderr
+    sent = [e for e, _, _ in sb.log()]
+    assert len(sent) == len(set(sent))  # the refused run sent nothing the first one had
+    first.kill()
+    first.wait(timeout=10)
+    # The killed run's lock file is still there; it no longer blocks.
+    assert (tmp_path / "l.results.csv.run").exists()
+    p = run_cli("run", "l.csv", "--base-url", sb.url, "--resume", "--concurrency", "8", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert_matches_sandbox(read_results(tmp_path / "l.results.csv"), sb)
+
+
+@pytest.mark.parametrize("change", ["edit", "append", "region"])
+def test_resume_against_a_changed_list_is_refused(start_sandbox, tmp_path: Path, change: str) -> None:
+    sb = start_sandbox(generate_inventory(10), error_rate=1.0, seed=2)
+    _write_list(tmp_path / "l.csv", 10)
+    p = run_cli("run", "l.csv", "--base-url", sb.url, "--retries", "0", cwd=tmp_path)
+    assert p.returncode == 1
+    sent = len(sb.log())
+    extra: list[str] = []
+    if change == "edit":
+        _write_list(tmp_path / "l.csv", 10, start=1)
+    elif change == "append":
+        with open(tmp_path / "l.csv", "a") as f:
+            f.write(generated_number(99) + "\n")
+    else:
+        extra = ["--default-region", "US"]
+    p = run_cli("run", "l.csv", "--base-url", sb.url, "--resume", *extra, cwd=tmp_path)
+    assert p.returncode == 2 and "cannot resume" in p.stderr
+    assert len(sb.log()) == sent
+
+
+def test_uncertain_survives_a_kill(start_sandbox, tmp_path: Path) -> None:
+    """A number in flight when the run died, detached by that request, is
+    reported uncertain (not a plain not_attached) by the resumed run."""
+    sb = start_sandbox(generate_inventory(3), hang_rate=1.0, hang_s=0.5)
+    _write_list(tmp_path / "l.csv", 3)
+    proc = spawn_cli("run", "l.csv", "--base-url", sb.url, "--concurrency", "3", cwd=tmp_path)
+    run_file = tmp_path / "l.results.csv.run"
+    _wait_until(lambda: run_file.exists() and run_file.read_text().count("\n") >= 4)  # 3 sent
+    proc.kill()
+    proc.wait(timeout=10)
+    _wait_until(lambda: len(sb.log()) == 3)  # the hung requests finish server-side
+    sb.thread.call(lambda: setattr(sb.server.faults, "hang_rate", 0.0))
+    p = run_cli("run", "l.csv", "--base-url", sb.url, "--resume", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    rows = read_results(tmp_path / "l.results.csv")
+    assert [(r["outcome"], r["uncertain"]) for r in rows] == [("not_attached", "true")] * 3
+    assert_matches_sandbox(rows, sb)
+
+
+def test_kill_leaves_no_partial_line_that_resume_trusts(tmp_path: Path, start_sandbox) -> None:
+    sb = start_sandbox(generate_inventory(4))
+    _write_list(tmp_path / "l.csv", 4)
+    assert run_cli("run", "l.csv", "--base-url", sb.url, "--dry-run", cwd=tmp_path).returncode == 0
+    results = tmp_path / "l.results.csv"
+    data = results.read_bytes()
+    # Simulate a line cut mid-write: drop the newline and half the last row.
+    results.write_bytes(data[: len(data) - 20])
+    os.sync()
+    p = run_cli("run", "l.csv", "--base-url", sb.url, "--resume", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert [r["outcome"] for r in read_results(results)] == ["detached"] * 4

@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
@@ -99,7 +99,8 @@ def _region(_ctx: click.Context, _param: click.Parameter, value: str | None) -> 
 @click.option("--base-url", help=f"API base URL [default: ${ENV_BASE} or https://api.videosdk.live].")
 @click.option("--log-format", type=click.Choice(["auto", "console", "json"]), default="auto", show_default=True,
               help="Console on a terminal, JSON lines otherwise.")
-@click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Where log lines go [default: stderr].")
+@click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where log lines go [default: stderr].")
 @click.option("--sandbox", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="INVENTORY",
               help="Rehearse against a local sandbox loaded with this inventory CSV (no account needed).")
 def run(**kwargs: Any) -> None:  # fmt: skip
@@ -298,10 +299,10 @@ def _resume_command(opts: RunOptions, out: Path) -> str:
     return shlex.join([*words, "--resume"])
 
 
-def _open_log(path: Path | None) -> IO[str] | None:
+def _open_log(path: Path | None) -> TextIO | None:
     if path is None:
         return None
-    return open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - lives for the process
+    return open(path, "a", encoding="utf-8", buffering=1)
 
 
 def _fail(message: str) -> int:
@@ -337,8 +338,14 @@ def sandbox(**kw: Any) -> None:  # fmt: skip
     sandbox defaults (see README). Prints its base URL; GET /_sandbox/state
     shows every number's gateways (add ?requests=1 for the request log).
     """
-    from bulk_detach.sandbox import DEFAULT_API_KEY, DEFAULT_SECRET, Faults, Sandbox
-    from bulk_detach.sandbox import generate_inventory, load_inventory
+    from bulk_detach.sandbox import (
+        DEFAULT_API_KEY,
+        DEFAULT_SECRET,
+        Faults,
+        Sandbox,
+        generate_inventory,
+        load_inventory,
+    )
 
     if bool(kw["inventory"]) == bool(kw["generate"]):
         raise click.UsageError("give exactly one of --inventory and --generate")

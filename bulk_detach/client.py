@@ -7,6 +7,7 @@ number is raised to the caller.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
@@ -16,7 +17,7 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 import aiohttp
-from tenacity import AsyncRetrying, retry_if_result, stop_after_attempt
+from tenacity import AsyncRetrying, retry_if_result
 
 from bulk_detach import __version__
 from bulk_detach.auth import TokenSource
@@ -150,7 +151,7 @@ class HttpDetacher:
     ) -> Answer:
         tally = _Tally(maybe_applied=in_doubt, on_sent=on_sent)
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._policy.retries + 1),
+            stop=lambda rs: self._policy.is_exhausted(rs.attempt_number),
             wait=lambda rs: self._policy.backoff(
                 rs.attempt_number, rs.outcome.result().retry_after if rs.outcome else None, self._rand
             ),
@@ -164,10 +165,8 @@ class HttpDetacher:
 
     async def _sleep_unless_stopping(self, seconds: float) -> None:
         # A stop request cuts a backoff short: the next attempt then sees it.
-        try:
+        with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
-        except asyncio.TimeoutError:
-            pass
 
     async def _attempt(self, e164: str, tally: _Tally) -> _Attempt:
         if self._stopping.is_set():

@@ -6,7 +6,7 @@ import logging
 import re
 import sys
 from collections.abc import MutableMapping
-from typing import IO, Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -44,7 +44,7 @@ class Redactor:
         return event
 
 
-def configure(fmt: str, stream: IO[str] | None, redactor: Redactor) -> None:
+def configure(fmt: str, stream: TextIO | None, redactor: Redactor) -> None:
     """``fmt`` is auto (console on a terminal), console, or json."""
     stream = stream or sys.stderr
     if fmt == "auto":

@@ -87,6 +87,7 @@ class RetryPolicy:
     retry_after_cap: float = 300.0  # a server asking for more is not waited on longer
 
     def is_exhausted(self, attempts: int) -> bool:
+        """True once ``attempts`` requests (the first plus every retry) were made."""
         return attempts > self.retries
 
     def backoff(self, attempt: int, retry_after: float | None, rand: Callable[[], float]) -> float:
@@ -98,5 +99,5 @@ class RetryPolicy:
         if retry_after is not None:
             # A little jitter on top, so paused workers do not all return at once.
             return min(retry_after, self.retry_after_cap) + rand() * self.backoff_base
-        bound = min(self.backoff_cap, self.backoff_base * (2 ** max(attempt - 1, 0)))
+        bound: float = min(self.backoff_cap, self.backoff_base * 2.0 ** max(attempt - 1, 0))
         return rand() * bound

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import IO
 
 import structlog
@@ -35,7 +35,7 @@ def _permitted(throttle: Throttle | None) -> float | None:
 @contextlib.asynccontextmanager
 async def shown(
     state: RunState, total: int | None, throttle: Throttle | None, stream: IO[str], bar: bool
-) -> Iterator[None]:  # type: ignore[misc]
+) -> AsyncIterator[None]:
     """A live bar on a terminal, else a progress log line every 10 s."""
     started = time.monotonic()
     task = asyncio.create_task(

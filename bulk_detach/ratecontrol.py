@@ -35,20 +35,20 @@ class Throttle:
 
     __slots__ = (
         "_accepted",
-        "_check_at",
-        "_first_answer",
-        "_noise",
-        "_share_at_decrease",
-        "_throttled",
         "_cap",
         "_ceiling",
+        "_check_at",
         "_clock",
+        "_first_answer",
         "_last_decrease",
         "_last_grow",
         "_next_slot",
+        "_noise",
         "_paused_until",
         "_rate",
+        "_share_at_decrease",
         "_sleep",
+        "_throttled",
     )
 
     def __init__(
@@ -137,9 +137,9 @@ class Throttle:
             self._rate = min(self._rate, self._ceiling)
         else:
             self._rate += max(PROBE * self._rate, 1.0) * dt
-        # Do not let the rate run far ahead of what is really being sent
-        # (latency-bound), or the first 429 would come after a huge burst.
-        self._rate = min(self._rate, max(2.0 * self._accepted_rate(now), MIN_RATE * 2))
+            # Past the ceiling, do not run far ahead of what is really being
+            # sent (latency-bound), or the next 429 comes after a huge burst.
+            self._rate = min(self._rate, max(2.0 * self._accepted_rate(now), self._ceiling))
 
     def on_throttled(self, retry_after: float | None) -> None:
         """A 429: pause everyone, and lower the rate once per congestion event."""

@@ -9,9 +9,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import SAMPLES, SECRET, assert_matches_sandbox, cli_env, read_results, run_cli
 
 from bulk_detach.sandbox import generate_inventory, generated_number
-from conftest import SAMPLES, SECRET, assert_matches_sandbox, cli_env, read_results, run_cli
 
 SAMPLE_OUTCOMES = {"detached": 220, "not_attached": 30, "not_found": 26, "invalid": 14, "duplicate": 20}
 

@@ -44,6 +44,13 @@ class Redactor:
         return event
 
 
+def _drop_unset(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Fields with nothing to say (None) stay out of the line."""
+    for key in [k for k, v in event.items() if v is None]:
+        del event[key]
+    return event
+
+
 def configure(fmt: str, stream: TextIO | None, redactor: Redactor) -> None:
     """``fmt`` is auto (console on a terminal), console, or json."""
     stream = stream or sys.stderr
@@ -56,6 +63,7 @@ def configure(fmt: str, stream: TextIO | None, redactor: Redactor) -> None:
         renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty(), pad_event_to=0)
     structlog.configure(
         processors=[
+            _drop_unset,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             # Tracebacks become text first, so the redactor sees them too.

@@ -234,3 +234,30 @@ def test_kill_leaves_no_partial_line_that_resume_trusts(tmp_path: Path, start_sa
     p = run_cli("run", "l.csv", "--base-url", sb.url, "--resume", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert [r["outcome"] for r in read_results(results)] == ["detached"] * 4
+
+
+def test_second_ctrl_c_stops_at_once_and_resume_completes(start_sandbox, tmp_path: Path) -> None:
+    n = 300
+    sb = start_sandbox(generate_inventory(n), latency_ms=400)
+    _write_list(tmp_path / "l.csv", n)
+    proc = spawn_cli("run", "l.csv", "--base-url", sb.url, "--concurrency", "4", cwd=tmp_path)
+    _wait_for_rows(tmp_path / "l.results.csv", 4)
+    proc.send_signal(signal.SIGINT)
+    assert proc.stderr is not None
+    seen = ""
+    while "stopping" not in seen:  # the first one was handled (the line says so)
+        line = proc.stderr.readline()
+        assert line, "the run ended before saying it was stopping"
+        seen += line
+    proc.send_signal(signal.SIGINT)  # the second one does not wait for the 400 ms answers
+    signalled = time.monotonic()
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert time.monotonic() - signalled < 0.4 + 1.5  # not a drain of the whole list
+    assert "stopped at once" in err and "--resume" in err
+    _wait_until(lambda: len(sb.log()) == len({e for e, _, _ in sb.log()}))
+    p = run_cli("run", "l.csv", "--base-url", sb.url, "--resume", "--concurrency", "32", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    rows = read_results(tmp_path / "l.results.csv")
+    assert [int(r["row"]) for r in rows] == list(range(2, n + 2))
+    assert_matches_sandbox(rows, sb)

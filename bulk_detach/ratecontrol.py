@@ -81,10 +81,6 @@ class Throttle:
         """The learnt rate in requests/s; None until the server first throttled."""
         return self._rate
 
-    @property
-    def paused_for(self) -> float:
-        return max(0.0, self._paused_until - self._clock())
-
     async def acquire(self) -> None:
         """Wait until one more request may be sent."""
         while True:

@@ -27,7 +27,7 @@ import os
 import time
 from array import array
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -342,9 +342,3 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def iter_results(path: Path) -> Iterator[dict[str, str]]:
-    """Rows of a results file as dicts (for tests and tooling)."""
-    with open(path, newline="", encoding="utf-8") as f:
-        yield from csv.DictReader(f)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import json
 import math
 import random
 import threading
@@ -380,7 +379,3 @@ def write_inventory(numbers: Iterable[PhoneNumber], path: str | Path) -> None:
         w.writerow(["phone_number", "phone_number_id", "inbound_gateway_id", "outbound_gateway_id"])
         for n in numbers:
             w.writerow([n.e164, n.phone_number_id, n.inbound or "", n.outbound or ""])
-
-
-def dumps_state(sandbox: Sandbox) -> str:
-    return json.dumps(sandbox.snapshot(), indent=2)

@@ -43,6 +43,14 @@ def _wait_for_rows(path: Path, at_least: int) -> None:
     _wait_until(lambda: path.exists() and path.read_bytes().count(b"\n") > at_least)
 
 
+def _start_run(start_sandbox, tmp_path: Path, n: int, concurrency: int, **faults: object):  # type: ignore[no-untyped-def]
+    """A sandbox with n attached numbers, the list of them, and the CLI running on it."""
+    sb = start_sandbox(generate_inventory(n), **faults)
+    _write_list(tmp_path / "l.csv", n)
+    proc = spawn_cli("run", "l.csv", "--base-url", sb.url, "--concurrency", str(concurrency), cwd=tmp_path)
+    return sb, proc
+
+
 def _assert_sent_once_enough(sb: LiveSandbox) -> None:
     """No request for a number after the server gave it a final answer,
     and no number detached twice.
@@ -92,9 +100,7 @@ def test_fault_mix_every_row_matches_ground_truth(start_sandbox, tmp_path: Path)
 
 def test_sigkill_then_resume_completes_without_resending(start_sandbox, tmp_path: Path) -> None:
     n = 600
-    sb = start_sandbox(generate_inventory(n), latency_ms=20)
-    _write_list(tmp_path / "l.csv", n)
-    proc = spawn_cli("run", "l.csv", "--base-url", sb.url, "--concurrency", "4", cwd=tmp_path)
+    sb, proc = _start_run(start_sandbox, tmp_path, n, 4, latency_ms=20)
     _wait_for_rows(tmp_path / "l.results.csv", 100)
     proc.kill()
     proc.wait(timeout=10)
@@ -123,9 +129,7 @@ def test_sigkill_then_resume_completes_without_resending(start_sandbox, tmp_path
 
 def test_sigterm_finishes_in_flight_then_resume_finishes(start_sandbox, tmp_path: Path) -> None:
     n = 2000
-    sb = start_sandbox(generate_inventory(n), latency_ms=30)
-    _write_list(tmp_path / "l.csv", n)
-    proc = spawn_cli("run", "l.csv", "--base-url", sb.url, "--concurrency", "8", cwd=tmp_path)
+    sb, proc = _start_run(start_sandbox, tmp_path, n, 8, latency_ms=30)
     _wait_for_rows(tmp_path / "l.results.csv", 50)
     sent_at_signal = len(sb.log())
     signalled = time.monotonic()
@@ -166,9 +170,7 @@ def test_existing_results_file_is_not_overwritten(start_sandbox, tmp_path: Path)
 
 def test_overlapping_run_is_refused_and_stale_lock_ignored(start_sandbox, tmp_path: Path) -> None:
     n = 400
-    sb = start_sandbox(generate_inventory(n), latency_ms=25)
-    _write_list(tmp_path / "l.csv", n)
-    first = spawn_cli("run", "l.csv", "--base-url", sb.url, "--concurrency", "2", cwd=tmp_path)
+    sb, first = _start_run(start_sandbox, tmp_path, n, 2, latency_ms=25)
     _wait_for_rows(tmp_path / "l.results.csv", 5)
     p = run_cli("run", "l.csv", "--base-url", sb.url, "--resume", cwd=tmp_path)
     assert p.returncode == 2 and "another run" in p.stderr
@@ -238,9 +240,7 @@ def test_kill_leaves_no_partial_line_that_resume_trusts(tmp_path: Path, start_sa
 
 def test_second_ctrl_c_stops_at_once_and_resume_completes(start_sandbox, tmp_path: Path) -> None:
     n = 300
-    sb = start_sandbox(generate_inventory(n), latency_ms=400)
-    _write_list(tmp_path / "l.csv", n)
-    proc = spawn_cli("run", "l.csv", "--base-url", sb.url, "--concurrency", "4", cwd=tmp_path)
+    sb, proc = _start_run(start_sandbox, tmp_path, n, 4, latency_ms=400)
     _wait_for_rows(tmp_path / "l.results.csv", 4)
     proc.send_signal(signal.SIGINT)
     assert proc.stderr is not None

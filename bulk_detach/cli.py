@@ -145,14 +145,13 @@ def _run_checked(opts: RunOptions, redactor: Redactor) -> int:
         kept = results.start(
             RunRecord(source.name, source.fingerprint, settings), resume=opts.resume, force=opts.force
         )
-        started = time.monotonic()
         state, hard_stop = asyncio.run(_drive(opts, source, kept, results, tokens, base_url, redactor))
-        elapsed = time.monotonic() - started
         if hard_stop:
             # Second Ctrl-C: no final rewrite; the journal is valid for --resume.
             click.echo(f"stopped at once; resume with: {_resume_command(opts, out)}", err=True)
             return ExitStatus.for_signal(state.stop_signal or signal.SIGINT)
         results.finish()
+        elapsed = time.monotonic() - state.started
     finally:
         results.release()
     return _report(opts, out, state, kept, elapsed)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ _YIELD_EVERY = 512  # settled rows between yields to the loop, so workers keep r
 class RunState:
     """Shared by the workers; read by progress and the summary."""
 
+    started: float = field(default_factory=time.monotonic)  # after start-up: the run's own clock
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     stop_reason: StopReason | None = None
     stop_signal: int | None = None

@@ -82,6 +82,10 @@ class LiveSandbox:
             lambda: [(r.phone_number, r.status, r.applied) for r in self.server.log]
         )
 
+    def arrivals(self) -> list[float]:
+        """When each detach request reached the server (time.monotonic())."""
+        return self.thread.call(lambda: [r.arrived for r in self.server.log])  # type: ignore[no-any-return]
+
 
 @pytest.fixture
 def start_sandbox() -> Iterator[object]:

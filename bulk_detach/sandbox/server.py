@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import functools
 import math
 import random
 import threading
@@ -90,6 +91,7 @@ class LoggedRequest:
     status: int | None  # None: connection dropped, no answer
     applied: bool  # this request detached the number
     fault: str = ""
+    arrived: float = 0.0  # time.monotonic() when the request came in
 
 
 def load_inventory(path: str | Path) -> dict[str, PhoneNumber]:
@@ -238,15 +240,18 @@ class Sandbox:
             return 0.0
         return (1.0 - self._tokens) / rate
 
-    def _record(self, seq: int, e164: str, status: int | None, applied: bool, fault: str = "") -> None:
+    def _record(
+        self, seq: int, arrived: float, e164: str, status: int | None, applied: bool, fault: str = ""
+    ) -> None:
         """Log one detach request; ``seq`` is its order of arrival."""
         self.statuses[str(status) if status is not None else "dropped"] += 1
         if self.keep_log:
-            self.log.append(LoggedRequest(seq, e164, status, applied, fault))
+            self.log.append(LoggedRequest(seq, e164, status, applied, fault, arrived))
 
     async def _detach(self, request: web.Request) -> web.StreamResponse:
         self.detach_requests += 1
         seq = self.detach_requests
+        record = functools.partial(self._record, seq, time.monotonic())
         f = self.faults
         if f.latency_ms:
             await asyncio.sleep(f.latency_ms / 1000)
@@ -262,25 +267,25 @@ class Sandbox:
         if problem is None and f.reject_after is not None and seq > f.reject_after:
             problem = (401, "API key revoked")
         if problem is not None:
-            self._record(seq, e164, problem[0], False, "auth")
+            record(e164, problem[0], False, "auth")
             return self._error(*problem)
         wait = self._take_token()
         if wait:
-            self._record(seq, e164, 429, False, "rate")
+            record(e164, 429, False, "rate")
             return self._error(429, "Too many requests", **{"Retry-After": str(max(1, math.ceil(wait)))})
         draw = self._rng.random()
         if draw < f.throttle_rate:
-            self._record(seq, e164, 429, False, "throttle")
+            record(e164, 429, False, "throttle")
             return self._error(429, "Too many requests", **{"Retry-After": f"{f.retry_after_s:g}"})
         draw -= f.throttle_rate
         if draw < f.error_rate:
             status = self._rng.choice((500, 502, 503))
-            self._record(seq, e164, status, False, "error")
+            record(e164, status, False, "error")
             return self._error(status, "Internal error, please retry")
         draw -= f.error_rate
         if draw < f.drop_rate:
             applied = self._apply(e164)[0] == 200
-            self._record(seq, e164, None, applied, "drop")
+            record(e164, None, applied, "drop")
             if request.transport is not None:
                 request.transport.abort()
             raise asyncio.CancelledError  # nothing more to write: the peer is gone
@@ -290,10 +295,10 @@ class Sandbox:
             fault = "hang"
             await asyncio.sleep(f.hang_s)
         if not e164:
-            self._record(seq, e164, 400, False, fault)
+            record(e164, 400, False, fault)
             return self._error(400, "phoneNumber is required")
         status, payload = self._apply(e164)
-        self._record(seq, e164, status, status == 200, fault)
+        record(e164, status, status == 200, fault)
         if status != 200:
             return self._error(status, payload["message"])
         return web.json_response(payload, headers={"x-request-id": _request_id()})

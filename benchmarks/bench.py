@@ -211,10 +211,10 @@ def main() -> None:
             f"ideal C/latency {ideal:,.0f} ({got.rate / ideal:.2f}x); "
             f"plain aiohttp loop {plain.rate:,.0f} ({got.rate / plain.rate:.2f}x)")  # fmt: skip
         curl = median(curl_lat, reps).rate
-        got16 = median(lambda: ours_lat(16), reps)
+        by_c = {conc: median(lambda conc=conc: ours_lat(conc), reps).rate for conc in (16, 64)}
         row(f"xargs -P 16 curl, latency {lat} ms, {curl_n:,} rows", f"{curl:,.0f} rows/s",
-            f"ours C={c} {got.rate / curl:.1f}x; ours C=16 ({got16.rate:,.0f} rows/s) "
-            f"{got16.rate / curl:.1f}x")  # fmt: skip
+            f"ours / curl: C=16 {by_c[16] / curl:.1f}x ({by_c[16]:,.0f} rows/s), C={c} {got.rate / curl:.1f}x, "
+            f"C=64 {by_c[64] / curl:.1f}x ({by_c[64]:,.0f} rows/s)")  # fmt: skip
 
         # 2. zero latency: the tool's own CPU cost per row
         n = 5000 if quick else 20_000

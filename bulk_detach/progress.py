@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import IO
@@ -21,6 +22,15 @@ log = structlog.get_logger("bulk_detach")
 LOG_EVERY_S = 10.0
 _BAR_EVERY_S = 0.25
 _ORDER = list(OutcomeKind)
+
+
+class _SummaryConsole(Console):
+    def on_broken_pipe(self) -> None:
+        # `bulk-detach run ... | head`: the reader left. Stop writing, as rich
+        # does, but without its exit 1: the results file is complete, and the
+        # exit code must still say how the run went.
+        self.quiet = True
+        os.dup2(os.open(os.devnull, os.O_WRONLY), self.file.fileno())
 
 
 def _counts_text(state: RunState) -> str:
@@ -105,7 +115,7 @@ def summary(
     stream: IO[str],
 ) -> None:
     """Always printed at the end: what happened, how fast, where, what next."""
-    console = Console(file=stream, highlight=False, soft_wrap=True)
+    console = _SummaryConsole(file=stream, highlight=False, soft_wrap=True)
     rate = done / elapsed if elapsed > 0 else 0.0
     headline = "finished"
     if state.stop_reason is StopReason.SIGNAL:

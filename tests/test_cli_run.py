@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLES, SECRET, assert_matches_sandbox, cli_env, read_results, run_cli
+from conftest import SAMPLES, SECRET, assert_matches_sandbox, cli_env, read_results, run_cli, spawn_cli
 
 from bulk_detach.sandbox import generate_inventory, generated_number
 
@@ -32,6 +32,19 @@ def test_sample_csv_matches_sandbox_on_every_row(start_sandbox, tmp_path: Path) 
     sent = [e for e, _, _ in sb.log()]
     assert len(sent) == len(set(sent)) == 276
     assert "detached" in p.stdout and "numbers.results.csv" in p.stdout
+
+
+def test_reader_of_the_summary_gone_changes_nothing(start_sandbox, tmp_path: Path) -> None:
+    """`bulk-detach run ... | head -0`: the summary has nowhere to go."""
+    sb = start_sandbox()
+    proc = spawn_cli("run", SAMPLES / "numbers.csv", "--base-url", sb.url, "--default-region", "US", cwd=tmp_path)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0, err
+    assert "Traceback" not in err
+    rows = read_results(tmp_path / "numbers.results.csv")
+    assert _counts(rows) == SAMPLE_OUTCOMES
 
 
 def test_xlsx_gives_the_same_outcomes_as_csv(start_sandbox, tmp_path: Path) -> None:

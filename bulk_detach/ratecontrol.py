@@ -20,7 +20,10 @@ import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+import structlog
 from aiolimiter import AsyncLimiter
+
+log = structlog.get_logger("bulk_detach")
 
 MIN_RATE = 0.5  # requests/s: never throttle ourselves to a standstill
 DEFAULT_PAUSE = 1.0  # seconds, when a 429 names no Retry-After
@@ -124,6 +127,11 @@ class Throttle:
                 # Slowing down did not help: background 429s. Undo the decrease.
                 self._noise = share
                 self._rate = self._ceiling
+                log.info(
+                    "429s did not fall when sending slower: taken as the server's background; rate restored",
+                    permitted_rate=round(self._rate, 1),
+                    share_429=round(share, 3),
+                )
         dt = now - self._last_grow
         if dt < 0.05:
             return
@@ -156,6 +164,7 @@ class Throttle:
         accepted = self._accepted_rate(now)
         if self._rate is None:
             if accepted < 1:
+                log.warning("server is throttling (429): pausing", pause_s=pause)
                 return  # nothing accepted yet to learn a rate from: the pause alone
             base = accepted
         else:
@@ -164,5 +173,10 @@ class Throttle:
             base = self._rate
         self._ceiling = max(base, MIN_RATE)
         self._rate = max(MIN_RATE, base * DECREASE)
+        log.warning(
+            "server is throttling (429): pausing, then sending slower",
+            pause_s=pause,
+            permitted_rate=round(self._rate, 1),
+        )
         self._next_slot = self._paused_until
         self._last_grow = self._paused_until

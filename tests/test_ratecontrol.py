@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from structlog.testing import capture_logs
 
 from bulk_detach.ratecontrol import Throttle
 
@@ -46,8 +47,12 @@ async def test_first_429_sets_the_rate_under_what_was_accepted(clock: FakeClock)
     for _ in range(100):  # 100 accepted answers over one second
         clock.now += 0.01
         gate.on_accepted()
-    gate.on_throttled(1.0)
+    with capture_logs() as logs:
+        gate.on_throttled(1.0)
     assert gate.permitted_rate == pytest.approx(85.0, rel=0.02)
+    # The operator sees the congestion event and the rate it led to.
+    assert [(e["log_level"], e["pause_s"]) for e in logs] == [("warning", 1.0)]
+    assert logs[0]["permitted_rate"] == round(gate.permitted_rate, 1)
     start = clock.now
     for _ in range(86):
         await gate.acquire()
@@ -71,10 +76,14 @@ async def test_rate_recovers_towards_the_ceiling(clock: FakeClock) -> None:
 async def test_background_429s_do_not_ratchet_the_rate_down(clock: FakeClock) -> None:
     """5 % of answers are 429 whatever the rate: the rate must not collapse."""
     gate = Throttle(clock=clock, sleep=clock.sleep)
-    for i in range(6000):  # 60 s at 100 answers/s
-        clock.now += 0.01
-        if i % 20 == 19:
-            gate.on_throttled(0.0)
-        else:
-            gate.on_accepted()
+    with capture_logs() as logs:
+        for i in range(6000):  # 60 s at 100 answers/s
+            clock.now += 0.01
+            if i % 20 == 19:
+                gate.on_throttled(0.0)
+            else:
+                gate.on_accepted()
     assert gate.permitted_rate is not None and gate.permitted_rate > 60.0
+    # One line per congestion event, not one per 429 (300 of them here).
+    assert 1 <= len(logs) <= 10
+    assert any("background" in e["event"] for e in logs)

@@ -23,9 +23,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 PY = sys.executable
@@ -154,13 +155,24 @@ def xlsx_load(path: Path) -> float:
     return float(p.stdout.split()[0])
 
 
+def medians(fns: Sequence[Callable[[], Run]], reps: int) -> list[Run]:
+    """Each fn run reps times, interleaved (a b a b ...) so drift hits all alike; the medians."""
+    runs: list[list[Run]] = [[] for _ in fns]
+    for _ in range(reps):
+        for got, fn in zip(runs, fns, strict=True):
+            got.append(fn())
+    return [
+        Run(
+            statistics.median(r.rate for r in rs),
+            statistics.median(r.wall for r in rs),
+            int(statistics.median(r.rss_mb for r in rs)),
+        )
+        for rs in runs
+    ]
+
+
 def median(fn: Callable[[], Run], reps: int) -> Run:
-    runs = [fn() for _ in range(reps)]
-    return Run(
-        statistics.median(r.rate for r in runs),
-        statistics.median(r.wall for r in runs),
-        int(statistics.median(r.rss_mb for r in runs)),
-    )
+    return medians([fn], reps)[0]
 
 
 def measure_rss(cmd: list[str]) -> None:
@@ -205,16 +217,17 @@ def main() -> None:
             with sandbox(n, *extra) as url:
                 return Run(xargs_curl(url, curl_n, 16), 0.0, 0)
 
-        got, plain = median(lambda: ours_lat(c), reps), median(plain_lat, reps)
+        got, plain, curl_run, got16, got64 = medians(
+            [partial(ours_lat, c), plain_lat, curl_lat, partial(ours_lat, 16), partial(ours_lat, 64)], reps
+        )
         ideal = c / (lat / 1000)
         row(f"latency {lat} ms, {n:,} rows, C={c}", f"{got.rate:,.0f} rows/s",
             f"ideal C/latency {ideal:,.0f} ({got.rate / ideal:.2f}x); "
             f"plain aiohttp loop {plain.rate:,.0f} ({got.rate / plain.rate:.2f}x)")  # fmt: skip
-        curl = median(curl_lat, reps).rate
-        by_c = {conc: median(lambda conc=conc: ours_lat(conc), reps).rate for conc in (16, 64)}
+        curl = curl_run.rate
         row(f"xargs -P 16 curl, latency {lat} ms, {curl_n:,} rows", f"{curl:,.0f} rows/s",
-            f"ours / curl: C=16 {by_c[16] / curl:.1f}x ({by_c[16]:,.0f} rows/s), C={c} {got.rate / curl:.1f}x, "
-            f"C=64 {by_c[64] / curl:.1f}x ({by_c[64]:,.0f} rows/s)")  # fmt: skip
+            f"ours / curl: C=16 {got16.rate / curl:.1f}x ({got16.rate:,.0f} rows/s), C={c} {got.rate / curl:.1f}x, "
+            f"C=64 {got64.rate / curl:.1f}x ({got64.rate:,.0f} rows/s)")  # fmt: skip
 
         # 2. zero latency: the tool's own CPU cost per row
         n = 5000 if quick else 20_000
@@ -228,14 +241,16 @@ def main() -> None:
             with sandbox(n) as url:
                 return plain_loop(url, n, 32)
 
-        got, plain = median(ours_zero, reps), median(plain_zero, reps)
+        variants: list[Callable[[], Run]] = [ours_zero, plain_zero]
+        if importlib.util.find_spec("uvloop"):
+            variants.append(partial(ours_zero, uvloop=True))
+        got, plain, *uv = medians(variants, reps)
         row(f"zero latency, {n:,} rows, C=32", f"{got.rate:,.0f} rows/s",
             f"plain aiohttp loop {plain.rate:,.0f} ({got.rate / plain.rate:.2f}x); "
             f"wall incl. start-up {got.wall:.2f} s vs {plain.wall:.2f} s ({plain.wall / got.wall:.2f}x)")  # fmt: skip
-        if importlib.util.find_spec("uvloop"):
-            uv = median(lambda: ours_zero(uvloop=True), reps)
-            row("  same, ours on uvloop (not adopted)", f"{uv.rate:,.0f} rows/s",
-                f"{uv.rate / got.rate:.2f}x ours on asyncio")  # fmt: skip
+        if uv:
+            row("  same, ours on uvloop (not adopted)", f"{uv[0].rate:,.0f} rows/s",
+                f"{uv[0].rate / got.rate:.2f}x ours on asyncio")  # fmt: skip
 
         # 3. a server that allows 100 requests/s, default options
         n, limit = (1000 if quick else 3000), 100

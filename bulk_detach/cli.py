@@ -14,6 +14,7 @@ import shlex
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from bulk_detach.reporter import Kept, ResultsFile
 
 ENV_BASE = "VIDEOSDK_API_BASE"
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -126,6 +128,9 @@ def _run(opts: RunOptions) -> int:
         return _run_checked(opts, redactor)
     except BulkDetachError as e:
         return _fail(redactor(str(e)))
+    except KeyboardInterrupt:  # Ctrl-C while reading the input, before the run's handlers
+        click.echo("bulk-detach: interrupted before anything was sent", err=True)
+        return ExitStatus.for_signal(signal.SIGINT)
 
 
 def _run_checked(opts: RunOptions, redactor: Redactor) -> int:
@@ -146,15 +151,41 @@ def _run_checked(opts: RunOptions, redactor: Redactor) -> int:
             RunRecord(source.name, source.fingerprint, settings), resume=opts.resume, force=opts.force
         )
         state, hard_stop = asyncio.run(_drive(opts, source, kept, results, tokens, base_url, redactor))
-        if hard_stop:
-            # Second Ctrl-C: no final rewrite; the journal is valid for --resume.
-            click.echo(f"stopped at once; resume with: {_resume_command(opts, out)}", err=True)
-            return ExitStatus.for_signal(state.stop_signal or signal.SIGINT)
-        results.finish()
-        elapsed = time.monotonic() - state.started
+        with _signals_deferred():
+            if hard_stop:
+                # Second Ctrl-C: no final rewrite; the journal is valid for --resume.
+                click.echo(f"stopped at once; resume with: {_resume_command(opts, out)}", err=True)
+                return ExitStatus.for_signal(state.stop_signal or signal.SIGINT)
+            results.finish()
+            elapsed = time.monotonic() - state.started
+            return _report(opts, out, state, kept, elapsed)
     finally:
         results.release()
-    return _report(opts, out, state, kept, elapsed)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """From the end of sending to exit, a stop signal is noted, not obeyed.
+
+    All that is left is the final rewrite, which makes the results file
+    complete and takes a second or two even for a million rows; an interrupted
+    rewrite would leave the unordered journal. _drive blocked the signals
+    before handing over, so none falls between its handlers and these.
+    """
+    import structlog
+
+    log = structlog.get_logger("bulk_detach")
+
+    def noted(signum: int, _frame: object) -> None:
+        log.warning("finishing the results file first; exiting right after", signal=signal.Signals(signum).name)
+
+    previous = {signum: signal.signal(signum, noted) for signum in _STOP_SIGNALS}
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _tokens(redactor: Redactor) -> TokenSource:
@@ -204,7 +235,7 @@ async def _drive(
             in_flight=state.in_flight,
         )
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in _STOP_SIGNALS:
         loop.add_signal_handler(signum, on_signal, signum)
 
     async with contextlib.AsyncExitStack() as stack:
@@ -252,7 +283,9 @@ async def _drive(
         except asyncio.CancelledError:
             if not hard_stop:
                 raise
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    # Blocked until _signals_deferred takes over, after the loop has closed.
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    for signum in _STOP_SIGNALS:
         loop.remove_signal_handler(signum)
     return state, hard_stop
 
@@ -371,7 +404,7 @@ def sandbox(**kw: Any) -> None:  # fmt: skip
         click.echo(f"sandbox: {len(numbers)} numbers; state at {url}/_sandbox/state; Ctrl-C stops", err=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in _STOP_SIGNALS:
             loop.add_signal_handler(signum, stop.set)
         await stop.wait()
         await server.stop()

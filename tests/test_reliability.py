@@ -261,3 +261,25 @@ def test_second_ctrl_c_stops_at_once_and_resume_completes(start_sandbox, tmp_pat
     rows = read_results(tmp_path / "l.results.csv")
     assert [int(r["row"]) for r in rows] == list(range(2, n + 2))
     assert_matches_sandbox(rows, sb)
+
+
+def test_a_signal_during_the_final_rewrite_is_noted_not_obeyed() -> None:
+    """Between the end of sending and exit, Ctrl-C must not cut the rewrite short.
+
+    (Seen before the fix: "Aborted!", exit 1, a stray temporary file and an
+    unordered results file.) _drive blocks the signals before its loop
+    closes; _signals_deferred installs its handler, then unblocks them.
+    """
+    from structlog.testing import capture_logs
+
+    from bulk_detach.cli import _STOP_SIGNALS, _signals_deferred
+
+    before = signal.getsignal(signal.SIGINT)
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    os.kill(os.getpid(), signal.SIGINT)  # arrives while blocked: pending
+    with capture_logs() as logs, _signals_deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)  # let the interpreter run its handlers (no KeyboardInterrupt)
+    assert [e["signal"] for e in logs] == ["SIGINT", "SIGINT"]  # the pending one, then the new one
+    assert signal.getsignal(signal.SIGINT) is before
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])

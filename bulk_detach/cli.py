@@ -14,7 +14,6 @@ import shlex
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -135,6 +134,7 @@ def _run(opts: RunOptions) -> int:
 
 def _run_checked(opts: RunOptions, redactor: Redactor) -> int:
     from bulk_detach.loader import open_input
+    from bulk_detach.pipeline import RunState
     from bulk_detach.reporter import ResultsFile, RunRecord
 
     source = open_input(opts.input, opts.column, opts.sheet)
@@ -150,42 +150,43 @@ def _run_checked(opts: RunOptions, redactor: Redactor) -> int:
         kept = results.start(
             RunRecord(source.name, source.fingerprint, settings), resume=opts.resume, force=opts.force
         )
-        state, hard_stop = asyncio.run(_drive(opts, source, kept, results, tokens, base_url, redactor))
-        with _signals_deferred():
-            if hard_stop:
-                # Second Ctrl-C: no final rewrite; the journal is valid for --resume.
-                click.echo(f"stopped at once; resume with: {_resume_command(opts, out)}", err=True)
-                return ExitStatus.for_signal(state.stop_signal or signal.SIGINT)
-            results.finish()
-            elapsed = time.monotonic() - state.started
-            return _report(opts, out, state, kept, elapsed)
+        state = RunState()
+        try:
+            asyncio.run(_drive(opts, source, kept, results, tokens, base_url, redactor, state))
+        except KeyboardInterrupt:
+            if not state.sending_over:
+                raise
+            _note_late_signal(signal.SIGINT)  # in the instant between the loop's handler and ours
+        if state.hard_stop:
+            # Second Ctrl-C: no final rewrite; the journal is valid for --resume.
+            click.echo(f"stopped at once; resume with: {_resume_command(opts, out)}", err=True)
+            return ExitStatus.for_signal(state.stop_signal or signal.SIGINT)
+        results.finish()
+        elapsed = time.monotonic() - state.started
+        return _report(opts, out, state, kept, elapsed)
     finally:
         results.release()
 
 
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """From the end of sending to exit, a stop signal is noted, not obeyed.
+def _note_late_signal(signum: int, _frame: object = None) -> None:
+    """Once sending is over, a stop signal is noted, not obeyed.
 
     All that is left is the final rewrite, which makes the results file
-    complete and takes a second or two even for a million rows; an interrupted
-    rewrite would leave the unordered journal. _drive blocked the signals
-    before handing over, so none falls between its handlers and these.
+    complete and takes a second or two even for a million rows; cut short, it
+    would leave the file in finishing order (and "Aborted!", exit 1).
     """
     import structlog
 
-    log = structlog.get_logger("bulk_detach")
+    structlog.get_logger("bulk_detach").warning(
+        "finishing the results file first; exiting right after", signal=signal.Signals(signum).name
+    )
 
-    def noted(signum: int, _frame: object) -> None:
-        log.warning("finishing the results file first; exiting right after", signal=signal.Signals(signum).name)
 
-    previous = {signum: signal.signal(signum, noted) for signum in _STOP_SIGNALS}
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+def _hand_over_signals(loop: asyncio.AbstractEventLoop) -> None:
+    """From the loop's stop handlers to _note_late_signal, for the rest of the process."""
+    for signum in _STOP_SIGNALS:
+        loop.remove_signal_handler(signum)  # this restores the default handler...
+        signal.signal(signum, _note_late_signal)  # ...replaced at once (see _run_checked for the instant between)
 
 
 def _tokens(redactor: Redactor) -> TokenSource:
@@ -204,26 +205,25 @@ async def _drive(
     tokens: TokenSource | None,
     base_url: str | None,
     redactor: Redactor,
-) -> tuple[RunState, bool]:
+    state: RunState,
+) -> None:
     import structlog
 
     from bulk_detach import progress
     from bulk_detach.client import DEFAULT_BASE_URL, HttpDetacher, open_session
     from bulk_detach.loader import records
-    from bulk_detach.pipeline import Pipeline, RunState
+    from bulk_detach.pipeline import Pipeline
     from bulk_detach.policy import RetryPolicy
     from bulk_detach.ratecontrol import Throttle
 
+    state.started = time.monotonic()  # the run's clock: start-up and imports are behind us
     log = structlog.get_logger("bulk_detach")
-    state = RunState()
-    hard_stop = False
     main = asyncio.current_task()
     loop = asyncio.get_running_loop()
 
     def on_signal(signum: int) -> None:
-        nonlocal hard_stop
         if state.stop_signal is not None:
-            hard_stop = True
+            state.hard_stop = True
             if main is not None:
                 main.cancel()
             return
@@ -281,13 +281,10 @@ async def _drive(
             async with progress.shown(state, total, throttle, sys.stderr, sys.stderr.isatty()):
                 await pipeline.run(records(source.cells(), opts.default_region), kept.rows)
         except asyncio.CancelledError:
-            if not hard_stop:
+            if not state.hard_stop:
                 raise
-    # Blocked until _signals_deferred takes over, after the loop has closed.
-    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-    for signum in _STOP_SIGNALS:
-        loop.remove_signal_handler(signum)
-    return state, hard_stop
+    state.sending_over = True
+    _hand_over_signals(loop)
 
 
 async def _embedded_sandbox(

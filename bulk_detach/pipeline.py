@@ -29,10 +29,12 @@ _YIELD_EVERY = 512  # settled rows between yields to the loop, so workers keep r
 class RunState:
     """Shared by the workers; read by progress and the summary."""
 
-    started: float = field(default_factory=time.monotonic)  # after start-up: the run's own clock
+    started: float = field(default_factory=time.monotonic)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     stop_reason: StopReason | None = None
     stop_signal: int | None = None
+    hard_stop: bool = False  # a second signal: stop at once, no final rewrite
+    sending_over: bool = False  # no request will go out any more
     counts: Counter[OutcomeKind] = field(default_factory=Counter)
     in_flight: int = 0
 

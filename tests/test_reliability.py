@@ -264,22 +264,32 @@ def test_second_ctrl_c_stops_at_once_and_resume_completes(start_sandbox, tmp_pat
 
 
 def test_a_signal_during_the_final_rewrite_is_noted_not_obeyed() -> None:
-    """Between the end of sending and exit, Ctrl-C must not cut the rewrite short.
+    """Once sending is over, Ctrl-C must not cut the final rewrite short.
 
-    (Seen before the fix: "Aborted!", exit 1, a stray temporary file and an
-    unordered results file.) _drive blocks the signals before its loop
-    closes; _signals_deferred installs its handler, then unblocks them.
+    (Seen before: "Aborted!", exit 1, a stray temporary file and a results
+    file left in finishing order.) The run's loop hands its stop handlers
+    over to one that only logs, and that one outlives the loop.
     """
+    import asyncio
+
     from structlog.testing import capture_logs
 
-    from bulk_detach.cli import _STOP_SIGNALS, _signals_deferred
+    from bulk_detach.cli import _STOP_SIGNALS, _hand_over_signals
 
-    before = signal.getsignal(signal.SIGINT)
-    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-    os.kill(os.getpid(), signal.SIGINT)  # arrives while blocked: pending
-    with capture_logs() as logs, _signals_deferred():
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.01)  # let the interpreter run its handlers (no KeyboardInterrupt)
-    assert [e["signal"] for e in logs] == ["SIGINT", "SIGINT"]  # the pending one, then the new one
-    assert signal.getsignal(signal.SIGINT) is before
-    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    async def run() -> None:  # as _drive does: the loop's handlers, then the hand-over
+        loop = asyncio.get_running_loop()
+        for signum in _STOP_SIGNALS:
+            loop.add_signal_handler(signum, lambda: None)
+        _hand_over_signals(loop)
+
+    before = {signum: signal.getsignal(signum) for signum in _STOP_SIGNALS}
+    try:
+        asyncio.run(run())
+        with capture_logs() as logs:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # the handlers run here; before the fix, KeyboardInterrupt
+        assert sorted(e["signal"] for e in logs) == ["SIGINT", "SIGTERM"]
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)

@@ -159,7 +159,7 @@ def _run_checked(opts: RunOptions, redactor: Redactor) -> int:
             _note_late_signal(signal.SIGINT)  # in the instant between the loop's handler and ours
         if state.hard_stop:
             # Second Ctrl-C: no final rewrite; the journal is valid for --resume.
-            click.echo(f"stopped at once; resume with: {_resume_command(opts, out)}", err=True)
+            click.echo(f"stopped at once; resume with: {_resume_command(opts, out, opts.dry_run)}", err=True)
             return ExitStatus.for_signal(state.stop_signal or signal.SIGINT)
         results.finish()
         elapsed = time.monotonic() - state.started
@@ -279,7 +279,7 @@ async def _drive(
         )
         try:
             async with progress.shown(state, total, throttle, sys.stderr, sys.stderr.isatty()):
-                await pipeline.run(records(source.cells(), opts.default_region), kept.rows)
+                await pipeline.run(records(source.cells(), opts.default_region, state.stopping.is_set), kept.rows)
         except asyncio.CancelledError:
             if not state.hard_stop:
                 raise
@@ -304,7 +304,11 @@ def _report(opts: RunOptions, out: Path, state: RunState, kept: Kept, elapsed: f
 
     done_now = state.done
     state.counts.update(kept.counts)
-    progress.summary(state, done_now, elapsed, str(out), _resume_command(opts, out), sys.stdout)
+    # A finished dry run shows the command that sends; an interrupted one, the
+    # command that finishes the dry run.
+    unfinished = state.counts[OutcomeKind.FAILED] + state.counts[OutcomeKind.SKIPPED]
+    command = _resume_command(opts, out, dry_run=opts.dry_run and unfinished > 0)
+    progress.summary(state, done_now, elapsed, str(out), command, sys.stdout)
     if state.stop_reason in (StopReason.AUTH_REJECTED, StopReason.MAX_FAILURES):
         return ExitStatus.SAFETY_STOP
     if state.stop_reason is StopReason.SIGNAL:
@@ -314,7 +318,7 @@ def _report(opts: RunOptions, out: Path, state: RunState, kept: Kept, elapsed: f
     return ExitStatus.OK
 
 
-def _resume_command(opts: RunOptions, out: Path) -> str:
+def _resume_command(opts: RunOptions, out: Path, dry_run: bool = False) -> str:
     """The same run, picking up where this one left off."""
     words = ["bulk-detach", "run", opts.input, "--out", str(out)]
     for name, default in (
@@ -325,6 +329,8 @@ def _resume_command(opts: RunOptions, out: Path) -> str:
         value = getattr(opts, name)
         if value != default:
             words += ["--" + name.replace("_", "-"), str(value)]
+    if dry_run:
+        words.append("--dry-run")
     return shlex.join([*words, "--resume"])
 
 

@@ -72,7 +72,8 @@ class Record:
     """One input data row after normalisation.
 
     ``outcome`` is set when the row is settled without the API (``invalid``,
-    ``duplicate``); otherwise the number in ``phone_number`` is to be sent.
+    ``duplicate``, or ``skipped``: read after the run stopped, not normalised);
+    otherwise the number in ``phone_number`` is to be sent.
     """
 
     row: int

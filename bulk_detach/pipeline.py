@@ -101,9 +101,9 @@ class Pipeline:
 
     def _settle(self, record: Record) -> Answer:
         """The outcome of a row that is not sent."""
-        if record.outcome is not None:
+        if record.outcome is not None and record.outcome is not OutcomeKind.SKIPPED:
             return Answer(record.outcome, message=record.message)
-        if self._dry_run:
+        if self._dry_run and record.outcome is None:
             return Answer(OutcomeKind.PENDING, message="dry run: would be sent")
         return Answer(OutcomeKind.SKIPPED, message=self._skip_message())
 

@@ -293,3 +293,27 @@ def test_a_signal_during_the_final_rewrite_is_noted_not_obeyed() -> None:
     finally:
         for signum, handler in before.items():
             signal.signal(signum, handler)
+
+
+def test_interrupted_dry_run_resumes_as_a_dry_run(tmp_path: Path) -> None:
+    n = 100_000
+    _write_list(tmp_path / "l.csv", n)
+    proc = spawn_cli("run", "l.csv", "--dry-run", cwd=tmp_path)
+    _wait_for_rows(tmp_path / "l.results.csv", 1000)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    rows = read_results(tmp_path / "l.results.csv")
+    assert [int(r["row"]) for r in rows] == list(range(2, n + 2))
+    counts = Counter(r["outcome"] for r in rows)
+    assert counts["pending"] >= 1000 and counts["skipped"] > 0 and counts["pending"] + counts["skipped"] == n
+    # Rows read after the stop were not normalised: that is what makes the stop quick.
+    assert all(r["phone_number"] == "" for r in rows if r["outcome"] == "skipped")
+    resume = out.strip().splitlines()[-1].split()
+    assert resume[:2] == ["bulk-detach", "run"] and "--dry-run" in resume and resume[-1] == "--resume"
+
+    p = run_cli(*resume[1:], cwd=tmp_path)  # as printed, after the program name
+    assert p.returncode == 0, p.stderr
+    rows = read_results(tmp_path / "l.results.csv")
+    assert Counter(r["outcome"] for r in rows) == {"pending": n}
+    assert "to send them" in p.stdout

@@ -279,7 +279,7 @@ async def _drive(
         )
         try:
             async with progress.shown(state, total, throttle, sys.stderr, sys.stderr.isatty()):
-                await pipeline.run(records(source.cells(), opts.default_region, state.stopping.is_set), kept.rows)
+                await pipeline.run(records(source.cells(), opts.default_region), kept.rows)
         except asyncio.CancelledError:
             if not state.hard_stop:
                 raise

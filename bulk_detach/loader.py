@@ -15,7 +15,7 @@ import hashlib
 import io
 import re
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -267,22 +267,10 @@ def _open_excel(path: Path, column: str | None, sheet: str | None) -> InputFile:
     return InputFile(path.name, layout, digest.hexdigest(), len(rows), rows)
 
 
-def records(
-    cells: Iterable[tuple[int, str]],
-    default_region: str | None,
-    stopped: Callable[[], bool] = lambda: False,
-) -> Iterator[Record]:
-    """Normalise and de-duplicate; every data row yields exactly one record.
-
-    Once ``stopped()``, the remaining rows are only read, not normalised
-    (the most expensive step per row), and come out ``skipped``: a stopped
-    run of a million rows then exits in seconds, and ``--resume`` does them.
-    """
+def records(cells: Iterable[tuple[int, str]], default_region: str | None) -> Iterator[Record]:
+    """Normalise and de-duplicate; every data row yields exactly one record."""
     first_row: dict[str, int] = {}
     for row, cell in cells:
-        if stopped():
-            yield Record(row, cell, outcome=OutcomeKind.SKIPPED)
-            continue
         e164, reason = normalise(cell, default_region)
         if not e164:
             yield Record(row, cell, "", OutcomeKind.INVALID, reason)

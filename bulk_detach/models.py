@@ -72,8 +72,7 @@ class Record:
     """One input data row after normalisation.
 
     ``outcome`` is set when the row is settled without the API (``invalid``,
-    ``duplicate``, or ``skipped``: read after the run stopped, not normalised);
-    otherwise the number in ``phone_number`` is to be sent.
+    ``duplicate``); otherwise the number in ``phone_number`` is to be sent.
     """
 
     row: int

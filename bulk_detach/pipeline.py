@@ -101,10 +101,11 @@ class Pipeline:
 
     def _settle(self, record: Record) -> Answer:
         """The outcome of a row that is not sent."""
-        if record.outcome is not None and record.outcome is not OutcomeKind.SKIPPED:
+        if record.outcome is not None:
             return Answer(record.outcome, message=record.message)
-        if self._dry_run and record.outcome is None:
+        if self._dry_run and not self._state.stopping.is_set():
             return Answer(OutcomeKind.PENDING, message="dry run: would be sent")
+        # A stopped dry run, too: `--dry-run --resume` finishes the plan.
         return Answer(OutcomeKind.SKIPPED, message=self._skip_message())
 
     def _skip_message(self) -> str:

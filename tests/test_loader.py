@@ -58,18 +58,6 @@ def test_duplicates_point_at_the_first_row() -> None:
     ]
 
 
-def test_rows_read_after_a_stop_are_skipped_unnormalised() -> None:
-    cells = [(2, "+14155550100"), (3, "+14155550101"), (4, "bad"), (5, "+14155550100")]
-    stop_after = iter([False, True, True, True])
-    out = list(records(cells, None, lambda: next(stop_after)))
-    assert [(r.row, r.input, r.phone_number, r.outcome) for r in out] == [
-        (2, "+14155550100", "+14155550100", None),
-        (3, "+14155550101", "", OutcomeKind.SKIPPED),
-        (4, "bad", "", OutcomeKind.SKIPPED),  # not judged: --resume does it
-        (5, "+14155550100", "", OutcomeKind.SKIPPED),
-    ]
-
-
 def test_xlsx_leading_blank_rows_and_missing_sheet(tmp_path: Path) -> None:
     import openpyxl
     wb = openpyxl.Workbook()

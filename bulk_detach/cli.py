@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import click
 
 from bulk_detach import __version__
-from bulk_detach.errors import BulkDetachError
+from bulk_detach.errors import BulkDetachError, ResultsWriteError
 from bulk_detach.models import ExitStatus, OutcomeKind, StopReason
 
 if TYPE_CHECKING:
@@ -152,16 +152,24 @@ def _run_checked(opts: RunOptions, redactor: Redactor) -> int:
         )
         state = RunState()
         try:
-            asyncio.run(_drive(opts, source, kept, results, tokens, base_url, redactor, state))
-        except KeyboardInterrupt:
-            if not state.sending_over:
-                raise
-            _note_late_signal(signal.SIGINT)  # in the instant between the loop's handler and ours
-        if state.hard_stop:
-            # Second Ctrl-C: no final rewrite; the journal is valid for --resume.
-            click.echo(f"stopped at once; resume with: {_resume_command(opts, out, opts.dry_run)}", err=True)
-            return ExitStatus.for_signal(state.stop_signal or signal.SIGINT)
-        results.finish()
+            try:
+                asyncio.run(_drive(opts, source, kept, results, tokens, base_url, redactor, state))
+            except KeyboardInterrupt:
+                if not state.sending_over:
+                    raise
+                _note_late_signal(signal.SIGINT)  # in the instant between the loop's handler and ours
+            if state.hard_stop:
+                # Second Ctrl-C: no final rewrite; the journal is valid for --resume.
+                click.echo(f"stopped at once; resume with: {_resume_command(opts, out, opts.dry_run)}", err=True)
+                return ExitStatus.for_signal(state.stop_signal or signal.SIGINT)
+            results.finish()
+        except ResultsWriteError as e:
+            click.echo(
+                f"bulk-detach: error: {redactor(str(e))}; nothing more was sent. The rows written so far "
+                f"are kept: make room, then resume with: {_resume_command(opts, out, opts.dry_run)}",
+                err=True,
+            )
+            return ExitStatus.INCOMPLETE
         elapsed = time.monotonic() - state.started
         return _report(opts, out, state, kept, elapsed)
     finally:

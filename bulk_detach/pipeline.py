@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from bulk_detach.client import Detacher
+from bulk_detach.errors import ResultsWriteError
 from bulk_detach.models import Answer, Outcome, OutcomeKind, Record, StopReason
 from bulk_detach.reporter import utc_now
 
@@ -77,27 +78,37 @@ class Pipeline:
 
     async def run(self, records: Iterable[Record], skip_rows: frozenset[int] | set[int] = frozenset()) -> None:
         queue: asyncio.Queue[Record | None] = asyncio.Queue(maxsize=self._concurrency * 2)
-        workers = []
+        tasks = [asyncio.create_task(self._produce(records, skip_rows, queue))]
         if not self._dry_run:
-            workers = [asyncio.create_task(self._work(queue)) for _ in range(self._concurrency)]
+            tasks += [asyncio.create_task(self._work(queue)) for _ in range(self._concurrency)]
         try:
-            settled = 0
-            for record in records:
-                if record.row in skip_rows:
-                    continue
-                if not record.sendable or self._dry_run or self._state.stopping.is_set():
-                    self._emit(record, self._settle(record))
-                    settled += 1
-                    if settled % _YIELD_EVERY == 0:
-                        await asyncio.sleep(0)
-                    continue
-                await queue.put(record)
-            for _ in workers:
-                await queue.put(None)
-            await asyncio.gather(*workers)
+            # A task that fails (the results file could not be written) ends
+            # the run at once: nobody would be left to empty or fill the queue.
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()
         finally:
-            for w in workers:
-                w.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _produce(
+        self, records: Iterable[Record], skip_rows: frozenset[int] | set[int], queue: asyncio.Queue[Record | None]
+    ) -> None:
+        settled = 0
+        for record in records:
+            if record.row in skip_rows:
+                continue
+            if not record.sendable or self._dry_run or self._state.stopping.is_set():
+                self._emit(record, self._settle(record))
+                settled += 1
+                if settled % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+                continue
+            await queue.put(record)
+        if not self._dry_run:
+            for _ in range(self._concurrency):
+                await queue.put(None)
 
     def _settle(self, record: Record) -> Answer:
         """The outcome of a row that is not sent."""
@@ -127,6 +138,9 @@ class Pipeline:
                     in_doubt=record.row in self._in_doubt,
                     on_sent=self._on_sent and functools.partial(self._on_sent, record.row),
                 )
+            except ResultsWriteError:  # its first request could not be journalled: it was not sent
+                self._state.stopping.set()
+                raise
             except Exception as e:  # a bug must cost one row, not the run
                 log.exception("internal error", phone_number=record.phone_number, row=record.row)
                 answer = Answer(OutcomeKind.FAILED, message=f"internal error: {type(e).__name__}: {e}")
@@ -150,4 +164,9 @@ class Pipeline:
 
     def _emit(self, record: Record, answer: Answer) -> None:
         self._state.counts[answer.kind] += 1
-        self._sink(Outcome(record, answer, utc_now()))
+        try:
+            self._sink(Outcome(record, answer, utc_now()))
+        except ResultsWriteError:
+            # An outcome that cannot be kept: send nothing more.
+            self._state.stopping.set()
+            raise

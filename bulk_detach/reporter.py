@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bulk_detach import __version__
-from bulk_detach.errors import ResultsFileError
+from bulk_detach.errors import ResultsFileError, ResultsWriteError
 from bulk_detach.models import RESULT_COLUMNS, Outcome, OutcomeKind
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -122,8 +122,11 @@ class ResultsFile:
     # -- start -----------------------------------------------------------
     def lock(self) -> None:
         """Take the run lock; refused while another run holds it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.run_path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the run
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.run_path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the run
+        except OSError as e:
+            raise ResultsFileError(f"cannot write the results file {self.path}: {e.strerror or e}") from None
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -138,6 +141,12 @@ class ResultsFile:
 
     def start(self, record: RunRecord, *, resume: bool, force: bool) -> Kept:
         """Check the existing file against the options, then open the journal."""
+        try:
+            return self._start(record, resume=resume, force=force)
+        except OSError as e:  # nothing has been sent yet
+            raise ResultsFileError(f"cannot write the results file {self.path}: {e.strerror or e}") from None
+
+    def _start(self, record: RunRecord, *, resume: bool, force: bool) -> Kept:
         assert self._lock is not None, "lock() first"
         exists = self.path.exists()
         kept = Kept()
@@ -165,10 +174,16 @@ class ResultsFile:
         return kept
 
     def mark_sent(self, row: int) -> None:
-        """The first request for ``row`` is about to go out."""
+        """The first request for ``row`` is about to go out (and must not, if this fails)."""
         assert self._lock is not None
-        self._lock.write(f"{row}\n")
-        self._lock.flush()
+        try:
+            self._lock.write(f"{row}\n")
+            self._lock.flush()
+        except OSError as e:
+            raise self._write_error(e) from None
+
+    def _write_error(self, e: OSError) -> ResultsWriteError:
+        return ResultsWriteError(f"cannot write {self.path} or its journal: {e.strerror or e}")
 
     def _open_fresh(self) -> None:
         tmp = self._tmp_path()
@@ -227,13 +242,16 @@ class ResultsFile:
             self._doubt.discard(row)
         elif outcome.answer.attempts:
             self._doubt.add(row)
-        self._append_line(self._out, outcome.record.row, self._line(result_cells(outcome, self._redact)))
-        # flush() hands the line to the OS (survives a kill of this process);
-        # fsync, which also survives a power cut, is batched.
-        self._out.flush()
-        self._unsynced += 1
-        if self._unsynced >= FSYNC_EVERY_ROWS or time.monotonic() - self._last_sync >= FSYNC_EVERY_S:
-            self.sync()
+        try:
+            self._append_line(self._out, outcome.record.row, self._line(result_cells(outcome, self._redact)))
+            # flush() hands the line to the OS (survives a kill of this process);
+            # fsync, which also survives a power cut, is batched.
+            self._out.flush()
+            self._unsynced += 1
+            if self._unsynced >= FSYNC_EVERY_ROWS or time.monotonic() - self._last_sync >= FSYNC_EVERY_S:
+                self.sync()
+        except OSError as e:
+            raise self._write_error(e) from None
 
     def sync(self) -> None:
         if self._out is not None and self._unsynced:
@@ -261,6 +279,16 @@ class ResultsFile:
         """Rewrite the file in input order, atomically, and release the lock."""
         if self._out is None:
             return
+        try:
+            self._finish()
+        except OSError as e:
+            # The journal is untouched: --resume carries it over and rewrites it.
+            with contextlib.suppress(OSError):
+                self._tmp_path().unlink(missing_ok=True)
+            raise self._write_error(e) from None
+
+    def _finish(self) -> None:
+        assert self._out is not None
         self.sync()
         self._out.close()
         self._out = None

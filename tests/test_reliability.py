@@ -316,3 +316,42 @@ def test_interrupted_dry_run_resumes_as_a_dry_run(tmp_path: Path) -> None:
     rows = read_results(tmp_path / "l.results.csv")
     assert Counter(r["outcome"] for r in rows) == {"pending": n}
     assert "to send them" in p.stdout
+
+
+def test_results_file_that_cannot_grow_stops_sending_and_resume_completes(start_sandbox, tmp_path: Path) -> None:
+    """A full disk mid-run, made with a file-size limit: one line, exit 1, nothing lost."""
+    import resource
+    import subprocess
+    import sys
+
+    from conftest import cli_env
+
+    n, c = 300, 4
+    sb = start_sandbox(generate_inventory(n), latency_ms=5)
+    _write_list(tmp_path / "l.csv", n)
+
+    def small_files() -> None:  # in the child: writes past 6 KB fail (EFBIG)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (6000, 6000))
+
+    p = subprocess.run(
+        [sys.executable, "-m", "bulk_detach", "run", "l.csv", "--base-url", sb.url, "--concurrency", str(c)],
+        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=60, preexec_fn=small_files,
+    )  # fmt: skip
+    assert p.returncode == 1, p.stderr
+    assert "Traceback" not in p.stderr
+    error = [line for line in p.stderr.splitlines() if line.startswith("bulk-detach: error:")]
+    assert len(error) == 1 and "File too large" in error[0] and "--resume" in error[0], p.stderr
+    written = read_results(tmp_path / "l.results.csv")  # the journal, cut where the disk filled
+    assert 0 < len(written) < n
+    # Sending stopped at the failure: at most the requests in flight then.
+    assert len(sb.log()) <= len(written) + 2 * c
+
+    p = run_cli("run", "l.csv", "--base-url", sb.url, "--concurrency", str(c), "--resume", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    rows = read_results(tmp_path / "l.results.csv")
+    assert [int(r["row"]) for r in rows] == list(range(2, n + 2))
+    assert_matches_sandbox(rows, sb)
+    counts = Counter(e for e, _, _ in sb.log())
+    twice = {e for e, k in counts.items() if k > 1}
+    assert len(counts) == n and len(twice) <= 2 * c
+    assert all(r["uncertain"] == "true" for r in rows if r["phone_number"] in twice)

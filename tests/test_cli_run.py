@@ -202,6 +202,7 @@ def test_ready_made_token_is_used_and_expired_one_refused(start_sandbox, tmp_pat
         ({"c.csv": "phone\n+14152000001\n"}, ["c.csv", "--concurrency", "0"], False, "0"),
         ({"bad.xlsx": "not really a spreadsheet"}, ["bad.xlsx"], False, "cannot read"),
         ({"c.csv": "phone\n+14152000001\n", "c.results.csv": "x\n"}, ["c.csv"], False, "exists"),
+        ({"c.csv": "phone\n+14152000001\n", "f": "a file"}, ["c.csv", "--out", "f/r.csv"], False, "cannot write"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(

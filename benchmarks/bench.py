@@ -241,13 +241,19 @@ def main() -> None:
             with sandbox(n) as url:
                 return plain_loop(url, n, 32)
 
-        variants: list[Callable[[], Run]] = [ours_zero, plain_zero]
+        def curl_zero() -> Run:  # a process per number: its own CPU is the limit
+            with sandbox(n) as url:
+                return Run(xargs_curl(url, curl_n, 64), 0.0, 0)
+
+        variants: list[Callable[[], Run]] = [ours_zero, plain_zero, curl_zero]
         if importlib.util.find_spec("uvloop"):
             variants.append(partial(ours_zero, uvloop=True))
-        got, plain, *uv = medians(variants, reps)
+        got, plain, curl_ceiling, *uv = medians(variants, reps)
         row(f"zero latency, {n:,} rows, C=32", f"{got.rate:,.0f} rows/s",
             f"plain aiohttp loop {plain.rate:,.0f} ({got.rate / plain.rate:.2f}x); "
             f"wall incl. start-up {got.wall:.2f} s vs {plain.wall:.2f} s ({plain.wall / got.wall:.2f}x)")  # fmt: skip
+        row(f"  xargs -P 64 curl, zero latency, {curl_n:,} rows", f"{curl_ceiling.rate:,.0f} rows/s",
+            f"its ceiling here: ours / curl {got.rate / curl_ceiling.rate:.0f}x")  # fmt: skip
         if uv:
             row("  same, ours on uvloop (not adopted)", f"{uv[0].rate:,.0f} rows/s",
                 f"{uv[0].rate / got.rate:.2f}x ours on asyncio")  # fmt: skip

@@ -252,11 +252,11 @@ def main() -> None:
         row(f"zero latency, {n:,} rows, C=32", f"{got.rate:,.0f} rows/s",
             f"plain aiohttp loop {plain.rate:,.0f} ({got.rate / plain.rate:.2f}x); "
             f"wall incl. start-up {got.wall:.2f} s vs {plain.wall:.2f} s ({plain.wall / got.wall:.2f}x)")  # fmt: skip
-        row(f"  xargs -P 64 curl, zero latency, {curl_n:,} rows", f"{curl_ceiling.rate:,.0f} rows/s",
-            f"its ceiling here: ours / curl {got.rate / curl_ceiling.rate:.0f}x")  # fmt: skip
         if uv:
-            row("  same, ours on uvloop (not adopted)", f"{uv[0].rate:,.0f} rows/s",
+            row("  the same on uvloop (not adopted)", f"{uv[0].rate:,.0f} rows/s",
                 f"{uv[0].rate / got.rate:.2f}x ours on asyncio")  # fmt: skip
+        row(f"  xargs -P 64 curl, zero latency, {curl_n:,} rows", f"{curl_ceiling.rate:,.0f} rows/s",
+            f"a process per number tops out here: ours / curl {got.rate / curl_ceiling.rate:.0f}x")  # fmt: skip
 
         # 3. a server that allows 100 requests/s, default options
         n, limit = (1000 if quick else 3000), 100

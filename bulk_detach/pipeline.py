@@ -2,7 +2,9 @@
 
 Memory stays flat whatever the list's length: the producer blocks while the
 queue is full, and every outcome goes straight to the sink. No record's
-exception escapes: each input row gets exactly one outcome.
+exception escapes: each input row gets exactly one outcome. The one failure
+that ends the run is a sink that cannot write (ResultsWriteError): an outcome
+that cannot be kept must not be paid for with more requests.
 """
 
 from __future__ import annotations

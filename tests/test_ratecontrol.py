@@ -37,9 +37,12 @@ async def test_unlimited_until_the_server_throttles(clock: FakeClock) -> None:
 
 async def test_a_429_pauses_everyone_for_retry_after(clock: FakeClock) -> None:
     gate = Throttle(clock=clock, sleep=clock.sleep)
-    gate.on_throttled(2.0)
+    with capture_logs() as logs:
+        for _ in range(8):  # the answers to every request in flight
+            gate.on_throttled(2.0)
     await gate.acquire()
     assert clock.now == pytest.approx(2.0)
+    assert [e["pause_s"] for e in logs] == [2.0]  # one line for the pause, not eight
 
 
 async def test_first_429_sets_the_rate_under_what_was_accepted(clock: FakeClock) -> None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import resource
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -13,11 +17,14 @@ import pytest
 from conftest import (
     LiveSandbox,
     assert_matches_sandbox,
+    cli_env,
     read_results,
     run_cli,
     spawn_cli,
 )
+from structlog.testing import capture_logs
 
+from bulk_detach.cli import _STOP_SIGNALS, _hand_over_signals
 from bulk_detach.sandbox import generate_inventory, generated_number
 
 FINAL = {"detached", "not_attached", "not_found"}
@@ -270,12 +277,6 @@ def test_a_signal_during_the_final_rewrite_is_noted_not_obeyed() -> None:
     file left in finishing order.) The run's loop hands its stop handlers
     over to one that only logs, and that one outlives the loop.
     """
-    import asyncio
-
-    from structlog.testing import capture_logs
-
-    from bulk_detach.cli import _STOP_SIGNALS, _hand_over_signals
-
     async def run() -> None:  # as _drive does: the loop's handlers, then the hand-over
         loop = asyncio.get_running_loop()
         for signum in _STOP_SIGNALS:
@@ -286,10 +287,11 @@ def test_a_signal_during_the_final_rewrite_is_noted_not_obeyed() -> None:
     try:
         asyncio.run(run())
         with capture_logs() as logs:
-            os.kill(os.getpid(), signal.SIGINT)
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(0.05)  # the handlers run here; before the fix, KeyboardInterrupt
-        assert sorted(e["signal"] for e in logs) == ["SIGINT", "SIGTERM"]
+            # raise_signal runs the Python-level handler before it returns;
+            # before the fix, the first one raised KeyboardInterrupt here.
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGTERM)
+        assert [e["signal"] for e in logs] == ["SIGINT", "SIGTERM"]
     finally:
         for signum, handler in before.items():
             signal.signal(signum, handler)
@@ -320,12 +322,6 @@ def test_interrupted_dry_run_resumes_as_a_dry_run(tmp_path: Path) -> None:
 
 def test_results_file_that_cannot_grow_stops_sending_and_resume_completes(start_sandbox, tmp_path: Path) -> None:
     """A full disk mid-run, made with a file-size limit: one line, exit 1, nothing lost."""
-    import resource
-    import subprocess
-    import sys
-
-    from conftest import cli_env
-
     n, c = 300, 4
     sb = start_sandbox(generate_inventory(n), latency_ms=5)
     _write_list(tmp_path / "l.csv", n)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bulk_detach.sandbox import Faults, PhoneNumber, Sandbox, SandboxThread, load_inventory
+from bulk_detach.sandbox import Faults, PhoneNumber, Sandbox, SandboxThread, generated_number, load_inventory
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
@@ -55,6 +55,13 @@ def spawn_cli(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) -
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def write_list(path: Path, n: int, start: int = 0) -> list[str]:
+    """A one-column list of n numbers from the sandbox's generated inventory."""
+    numbers = [generated_number(start + i) for i in range(n)]
+    path.write_text("phone\n" + "\n".join(numbers) + "\n")
+    return numbers
 
 
 def read_results(path: Path) -> list[dict[str, str]]:

@@ -9,9 +9,18 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLES, SECRET, assert_matches_sandbox, cli_env, read_results, run_cli, spawn_cli
+from conftest import (
+    SAMPLES,
+    SECRET,
+    assert_matches_sandbox,
+    cli_env,
+    read_results,
+    run_cli,
+    spawn_cli,
+    write_list,
+)
 
-from bulk_detach.sandbox import generate_inventory, generated_number
+from bulk_detach.sandbox import generate_inventory
 
 SAMPLE_OUTCOMES = {"detached": 220, "not_attached": 30, "not_found": 26, "invalid": 14, "duplicate": 20}
 
@@ -130,7 +139,7 @@ def test_transient_errors_are_retried_and_exhaustion_is_failed_exit_1(start_sand
 
 def test_max_failures_stops_with_exit_3_and_skips_the_rest(start_sandbox, tmp_path: Path) -> None:
     sb = start_sandbox(generate_inventory(50), error_rate=1.0, seed=1)
-    (tmp_path / "l.csv").write_text("phone\n" + "\n".join(generated_number(i) for i in range(50)) + "\n")
+    write_list(tmp_path / "l.csv", 50)
     p = run_cli("run", "l.csv", "--base-url", sb.url, "--retries", "0", "--max-failures", "3",
                 "--concurrency", "1", cwd=tmp_path)  # fmt: skip
     assert p.returncode == 3, p.stderr
@@ -143,7 +152,7 @@ def test_max_failures_stops_with_exit_3_and_skips_the_rest(start_sandbox, tmp_pa
 
 def test_rejected_credentials_stop_at_once_exit_3(start_sandbox, tmp_path: Path) -> None:
     sb = start_sandbox(generate_inventory(200), reject_after=20)
-    (tmp_path / "l.csv").write_text("phone\n" + "\n".join(generated_number(i) for i in range(200)) + "\n")
+    write_list(tmp_path / "l.csv", 200)
     p = run_cli("run", "l.csv", "--base-url", sb.url, "--concurrency", "4", cwd=tmp_path)
     assert p.returncode == 3, p.stderr
     rows = read_results(tmp_path / "l.results.csv")

@@ -9,19 +9,15 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from conftest import assert_matches_sandbox, read_results, run_cli
+from conftest import assert_matches_sandbox, read_results, run_cli, write_list
 
-from bulk_detach.sandbox import generate_inventory, generated_number
-
-
-def _write_list(path: Path, n: int) -> None:
-    path.write_text("phone\n" + "\n".join(generated_number(i) for i in range(n)) + "\n")
+from bulk_detach.sandbox import generate_inventory
 
 
 def test_rate_option_is_a_hard_cap(start_sandbox, tmp_path: Path) -> None:
     n, rate = 60, 40
     sb = start_sandbox(generate_inventory(n))
-    _write_list(tmp_path / "l.csv", n)
+    write_list(tmp_path / "l.csv", n)
     p = run_cli("run", "l.csv", "--base-url", sb.url, "--rate", str(rate), "--concurrency", "16", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     arrived = sorted(sb.arrivals())
@@ -38,7 +34,7 @@ def test_default_options_learn_a_servers_limit_without_a_storm(start_sandbox, tm
     # A small bucket: after each pause, sending at full speed again drains it
     # at once, so only a client that paces itself avoids 429s.
     sb = start_sandbox(generate_inventory(n), rate_limit=limit, burst=5)
-    _write_list(tmp_path / "l.csv", n)
+    write_list(tmp_path / "l.csv", n)
     p = run_cli("run", "l.csv", "--base-url", sb.url, "--log-format", "json", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     rows = read_results(tmp_path / "l.results.csv")

@@ -21,6 +21,7 @@ from conftest import (
     read_results,
     run_cli,
     spawn_cli,
+    write_list,
 )
 from structlog.testing import capture_logs
 
@@ -28,12 +29,6 @@ from bulk_detach.cli import _STOP_SIGNALS, _hand_over_signals
 from bulk_detach.sandbox import generate_inventory, generated_number
 
 FINAL = {"detached", "not_attached", "not_found"}
-
-
-def _write_list(path: Path, n: int, start: int = 0) -> list[str]:
-    numbers = [generated_number(start + i) for i in range(n)]
-    path.write_text("phone\n" + "\n".join(numbers) + "\n")
-    return numbers
 
 
 def _wait_until(condition: Callable[[], bool], limit_s: float = 30.0) -> None:
@@ -53,7 +48,7 @@ def _wait_for_rows(path: Path, at_least: int) -> None:
 def _start_run(start_sandbox, tmp_path: Path, n: int, concurrency: int, **faults: object):  # type: ignore[no-untyped-def]
     """A sandbox with n attached numbers, the list of them, and the CLI running on it."""
     sb = start_sandbox(generate_inventory(n), **faults)
-    _write_list(tmp_path / "l.csv", n)
+    write_list(tmp_path / "l.csv", n)
     proc = spawn_cli("run", "l.csv", "--base-url", sb.url, "--concurrency", str(concurrency), cwd=tmp_path)
     return sb, proc
 
@@ -83,7 +78,7 @@ def test_fault_mix_every_row_matches_ground_truth(start_sandbox, tmp_path: Path)
         error_rate=0.10, throttle_rate=0.05, retry_after_s=0.02, drop_rate=0.03,
         hang_rate=0.003, hang_s=3.0, seed=11,
     )  # fmt: skip
-    _write_list(tmp_path / "l.csv", n)
+    write_list(tmp_path / "l.csv", n)
     started = time.monotonic()
     p = run_cli("run", "l.csv", "--base-url", sb.url, "--concurrency", "16", "--timeout", "1",
                 "--retries", "8", cwd=tmp_path)  # fmt: skip
@@ -163,7 +158,7 @@ def test_sigterm_finishes_in_flight_then_resume_finishes(start_sandbox, tmp_path
 
 def test_existing_results_file_is_not_overwritten(start_sandbox, tmp_path: Path) -> None:
     sb = start_sandbox()
-    _write_list(tmp_path / "l.csv", 3)
+    write_list(tmp_path / "l.csv", 3)
     assert run_cli("run", "l.csv", "--base-url", sb.url, cwd=tmp_path).returncode == 0
     before = (tmp_path / "l.results.csv").read_bytes()
     p = run_cli("run", "l.csv", "--base-url", sb.url, cwd=tmp_path)
@@ -195,13 +190,13 @@ def test_overlapping_run_is_refused_and_stale_lock_ignored(start_sandbox, tmp_pa
 @pytest.mark.parametrize("change", ["edit", "append", "region"])
 def test_resume_against_a_changed_list_is_refused(start_sandbox, tmp_path: Path, change: str) -> None:
     sb = start_sandbox(generate_inventory(10), error_rate=1.0, seed=2)
-    _write_list(tmp_path / "l.csv", 10)
+    write_list(tmp_path / "l.csv", 10)
     p = run_cli("run", "l.csv", "--base-url", sb.url, "--retries", "0", cwd=tmp_path)
     assert p.returncode == 1
     sent = len(sb.log())
     extra: list[str] = []
     if change == "edit":
-        _write_list(tmp_path / "l.csv", 10, start=1)
+        write_list(tmp_path / "l.csv", 10, start=1)
     elif change == "append":
         with open(tmp_path / "l.csv", "a") as f:
             f.write(generated_number(99) + "\n")
@@ -216,7 +211,7 @@ def test_uncertain_survives_a_kill(start_sandbox, tmp_path: Path) -> None:
     """A number in flight when the run died, detached by that request, is
     reported uncertain (not a plain not_attached) by the resumed run."""
     sb = start_sandbox(generate_inventory(3), hang_rate=1.0, hang_s=0.5)
-    _write_list(tmp_path / "l.csv", 3)
+    write_list(tmp_path / "l.csv", 3)
     proc = spawn_cli("run", "l.csv", "--base-url", sb.url, "--concurrency", "3", cwd=tmp_path)
     run_file = tmp_path / "l.results.csv.run"
     _wait_until(lambda: run_file.exists() and run_file.read_text().count("\n") >= 4)  # 3 sent
@@ -233,7 +228,7 @@ def test_uncertain_survives_a_kill(start_sandbox, tmp_path: Path) -> None:
 
 def test_kill_leaves_no_partial_line_that_resume_trusts(tmp_path: Path, start_sandbox) -> None:
     sb = start_sandbox(generate_inventory(4))
-    _write_list(tmp_path / "l.csv", 4)
+    write_list(tmp_path / "l.csv", 4)
     assert run_cli("run", "l.csv", "--base-url", sb.url, "--dry-run", cwd=tmp_path).returncode == 0
     results = tmp_path / "l.results.csv"
     data = results.read_bytes()
@@ -299,7 +294,7 @@ def test_a_signal_during_the_final_rewrite_is_noted_not_obeyed() -> None:
 
 def test_interrupted_dry_run_resumes_as_a_dry_run(tmp_path: Path) -> None:
     n = 60_000  # about 2 s of dry run: time to stop it after its first 1,000 rows
-    _write_list(tmp_path / "l.csv", n)
+    write_list(tmp_path / "l.csv", n)
     proc = spawn_cli("run", "l.csv", "--dry-run", cwd=tmp_path)
     _wait_for_rows(tmp_path / "l.results.csv", 1000)
     proc.send_signal(signal.SIGTERM)
@@ -324,7 +319,7 @@ def test_results_file_that_cannot_grow_stops_sending_and_resume_completes(start_
     """A full disk mid-run, made with a file-size limit: one line, exit 1, nothing lost."""
     n, c = 300, 4
     sb = start_sandbox(generate_inventory(n), latency_ms=5)
-    _write_list(tmp_path / "l.csv", n)
+    write_list(tmp_path / "l.csv", n)
 
     def small_files() -> None:  # in the child: writes past 6 KB fail (EFBIG)
         resource.setrlimit(resource.RLIMIT_FSIZE, (6000, 6000))

@@ -47,10 +47,7 @@ async def shown(
     state: RunState, total: int | None, throttle: Throttle | None, stream: IO[str], bar: bool
 ) -> AsyncIterator[None]:
     """A live bar on a terminal, else a progress log line every 10 s."""
-    started = time.monotonic()
-    task = asyncio.create_task(
-        _bar(state, total, throttle, stream) if bar else _lines(state, total, throttle, started)
-    )
+    task = asyncio.create_task(_bar(state, total, throttle, stream) if bar else _lines(state, total, throttle))
     try:
         yield
     finally:
@@ -59,10 +56,10 @@ async def shown(
             await task
 
 
-async def _lines(state: RunState, total: int | None, throttle: Throttle | None, started: float) -> None:
+async def _lines(state: RunState, total: int | None, throttle: Throttle | None) -> None:
     while True:
         await asyncio.sleep(LOG_EVERY_S)
-        elapsed = time.monotonic() - started
+        elapsed = time.monotonic() - state.started
         done = state.done
         rate = done / elapsed if elapsed else 0.0
         eta = round((total - done) / rate) if total and rate and total >= done else None
@@ -90,11 +87,10 @@ async def _bar(state: RunState, total: int | None, throttle: Throttle | None, st
     )
     with Progress(*columns, console=console, transient=False, auto_refresh=False) as bar:
         task = bar.add_task("detach", total=total, rate="-", counts="")
-        started = time.monotonic()
         try:
             while True:
                 await asyncio.sleep(_BAR_EVERY_S)
-                elapsed = time.monotonic() - started
+                elapsed = time.monotonic() - state.started
                 rate = f"{state.done / elapsed:.0f}" if elapsed else "-"
                 permitted = _permitted(throttle)
                 if permitted is not None:

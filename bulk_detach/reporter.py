@@ -126,7 +126,7 @@ class ResultsFile:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             handle = open(self.run_path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the run
         except OSError as e:
-            raise ResultsFileError(f"cannot write the results file {self.path}: {e.strerror or e}") from None
+            raise self._start_error(e) from None
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -144,7 +144,7 @@ class ResultsFile:
         try:
             return self._start(record, resume=resume, force=force)
         except OSError as e:  # nothing has been sent yet
-            raise ResultsFileError(f"cannot write the results file {self.path}: {e.strerror or e}") from None
+            raise self._start_error(e) from None
 
     def _start(self, record: RunRecord, *, resume: bool, force: bool) -> Kept:
         assert self._lock is not None, "lock() first"
@@ -182,7 +182,12 @@ class ResultsFile:
         except OSError as e:
             raise self._write_error(e) from None
 
+    def _start_error(self, e: OSError) -> ResultsFileError:
+        """Before anything is sent: exit 2."""
+        return ResultsFileError(f"cannot write the results file {self.path}: {e.strerror or e}")
+
     def _write_error(self, e: OSError) -> ResultsWriteError:
+        """Once sending has begun: stop sending, exit 1, --resume completes the file."""
         return ResultsWriteError(f"cannot write {self.path} or its journal: {e.strerror or e}")
 
     def _open_fresh(self) -> None:
